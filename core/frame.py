@@ -1,0 +1,41 @@
+"""One frame for every model family (DESIGN.md §3).
+
+A sampler state ``x`` at noise level ``σ`` and a denoiser ``D(x, σ)`` returning the predicted clean
+latent. For ε/v models in ComfyUI's variance-exploding space (``x = x0 + σ ε``) and for rectified
+flow (``x = (1 − σ) x0 + σ ε``) the first-order step
+
+    E_{σ→σ'}(x) = D + (σ'/σ) (x − D)
+
+is exactly the DDIM step and the Euler step of the flow ODE respectively, so every method here is
+written once against ``D`` and a list of sigmas.
+"""
+import torch
+from tqdm.auto import trange
+
+
+def euler_step(x, denoised, sigma, sigma_next):
+    """E_{σ→σ'}(x) = D + (σ'/σ)(x − D): DDIM for ε/v models, Euler for rectified flow."""
+    return denoised + (sigma_next / sigma) * (x - denoised)
+
+
+def rel_rms(a, b):
+    """Relative RMS error ‖a − b‖ / ‖b‖ per batch element (a tensor of shape [B])."""
+    a, b = a.double().flatten(1), b.double().flatten(1)
+    return (a - b).norm(dim=1) / b.norm(dim=1).clamp_min(1e-300)
+
+
+def batch_sigma(x, sigma):
+    """σ as a per-sample vector, the shape ComfyUI's denoisers expect."""
+    return x.new_ones([x.shape[0]]) * sigma
+
+
+@torch.no_grad()
+def sample_euler(model, x, sigmas, extra_args=None, callback=None, disable=None):
+    """Plain deterministic DDIM / Euler sampling along descending ``sigmas`` (one call per step)."""
+    extra_args = {} if extra_args is None else extra_args
+    for i in trange(len(sigmas) - 1, disable=disable):
+        denoised = model(x, batch_sigma(x, sigmas[i]), **extra_args)
+        if callback is not None:
+            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
+        x = euler_step(x, denoised, sigmas[i], sigmas[i + 1])
+    return x

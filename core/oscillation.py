@@ -1,0 +1,85 @@
+"""Oscillation Inversion and group inversion at one fixed noise level.
+
+Zheng et al., "Oscillation Inversion: Understand the structure of Large Flow Model through the Lens
+of Inversion" (arXiv 2411.11135; AAAI 2026). At a fixed σ the map
+
+    z_{k+1} = y_{s(k)} + σ v(z_k, σ)   ⇔   z_{k+1} = z_k + y_{s(k)} − D(z_k, σ)
+
+(our frame, DESIGN.md §3.3) solves ``D(z, σ) = y``. With an off-manifold target the iterates do not
+converge but oscillate between clusters whose mean inverts ``y``; cycling several targets with a
+schedule ``s`` (e.g. A, A, B: group inversion) gives a periodic orbit whose period follows the
+schedule. Clusters are the iterates grouped by index modulo the detected period.
+"""
+import itertools
+
+import torch
+
+from .frame import batch_sigma
+
+
+@torch.no_grad()
+def oscillation_iterates(model, targets, sigma, iterations, schedule=(0,), extra_args=None, callback=None):
+    """Run the fixed-σ iteration and return every iterate.
+
+    Args:
+        targets: list of clean latents y_j, each [B, ...] of one shape.
+        sigma: the fixed noise level σ (the paper: 0.40 on Flux's unshifted schedule).
+        iterations: number of model calls K; the history holds z_0 = y_{s(0)} … z_K.
+        schedule: indices into ``targets`` cycled by iteration: (0,) for one target, (0, 0, 1) for A, A, B.
+        callback: called with ``{"i", "x", "denoised", "sigma"}`` after every model call.
+    Returns: tensor [K + 1, B, ...] of iterates.
+    """
+    extra_args = {} if extra_args is None else extra_args
+    z = targets[schedule[0]].clone()
+    history = [z]
+    for k in range(iterations):
+        denoised = model(z, batch_sigma(z, sigma), **extra_args)
+        z = z + targets[schedule[k % len(schedule)]] - denoised
+        history.append(z)
+        if callback is not None:
+            callback({"i": k, "x": z, "denoised": denoised, "sigma": sigma})
+    return torch.stack(history)
+
+
+def periodicity(history, period):
+    """Worst-over-batch mean relative distance ‖z_{k+p} − z_k‖ / RMS‖z‖ over the history."""
+    h = history.flatten(2).double()
+    scale = h.norm(dim=2).mean(0).clamp_min(1e-30)
+    return float(((h[period:] - h[:-period]).norm(dim=2).mean(0) / scale).max())
+
+
+def detect_period(history, max_period=8, rel_tol=1e-3):
+    """Detect the period of an iterate history (burn-in already removed).
+
+    The period is the smallest p whose periodicity error is within 1.5× the best over 1…max_period,
+    or below ``rel_tol`` (so a converged history has period 1). Returns ``(period, errors)`` with the
+    error for every candidate, so the caller can report how periodic the orbit really is.
+    """
+    max_period = max(1, min(max_period, (history.shape[0] - 1) // 2))
+    errors = [periodicity(history, p) for p in range(1, max_period + 1)]
+    best = min(errors)
+    period = next(p for p, e in enumerate(errors, 1) if e <= max(rel_tol, 1.5 * best))
+    return period, errors
+
+
+def cluster_centres(history, period, offset=0):
+    """Cluster centres: means of iterates grouped by index modulo ``period`` and unions of two groups.
+
+    ``offset`` is the absolute index of ``history[0]`` (the burn-in) so that group ``j`` always means
+    iterations ``k ≡ j (mod period)``. Returns ``(centres [n, B, ...], labels)``; with period ≥ 2 the
+    mean of all iterates comes last (Theorem 2: for period 2 it inverts the target).
+    """
+    groups = [[k for k in range(history.shape[0]) if (k + offset) % period == j] for j in range(period)]
+    sets = [(f"k%{period}={j}", g) for j, g in enumerate(groups)]
+    if period >= 3:
+        sets += [(f"k%{period} in {{{a},{b}}}", groups[a] + groups[b]) for a, b in itertools.combinations(range(period), 2)]
+    if period >= 2:
+        sets.append(("all", list(range(history.shape[0]))))
+    centres = torch.stack([history[idx].mean(0) for _, idx in sets])
+    return centres, [label for label, _ in sets]
+
+
+def pairwise_distances(history):
+    """Matrix [K, K] of mean-over-batch Euclidean distances between iterates (the paper's Fig. 2c)."""
+    h = history.flatten(2).double()
+    return torch.stack([torch.cdist(h[:, b], h[:, b]) for b in range(h.shape[1])]).mean(0)

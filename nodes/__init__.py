@@ -1,0 +1,13 @@
+"""ComfyUI adapters (V3 schema). Imported only by the host, through ``comfy_entrypoint``."""
+from comfy_api.v0_0_2 import ComfyExtension
+
+from .bdia import BDIAInvert, BDIASampler
+from .fixed_point import FixedPointInversionSampler, FixedPointInvert
+from .oscillation import GroupInversion, OscillationInvert
+
+NODES = [FixedPointInvert, FixedPointInversionSampler, BDIASampler, BDIAInvert, OscillationInvert, GroupInversion]
+
+
+class InversionSuiteExtension(ComfyExtension):
+    async def get_node_list(self):
+        return list(NODES)

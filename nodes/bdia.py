@@ -1,0 +1,151 @@
+"""BDIASampler and BDIAInvert: thin adapters over core.sample_bdia / invert_bdia (and O-BELM)."""
+from comfy_api.v0_0_2 import io
+import comfy.samplers
+
+from .. import core
+from .common import (CATEGORY, InvertedNoise, check_latent, check_range, check_sigmas, conditioning_inputs, fail,
+                     family_signature, make_guider, model_family, output_latent, run_in_guider, state_to_latent,
+                     wrap_denoiser)
+
+METHODS = ["bdia", "o-belm"]
+BDIAState = io.Custom("BDIA_INVERSION")
+
+
+class BDIAInversion:
+    """The pair of consecutive latents an exact inversion hands to the sampler, with what it was made for."""
+
+    def __init__(self, method, gamma, signature, sigmas, x_top, x_below):
+        self.method, self.gamma, self.signature, self.sigmas = method, gamma, signature, sigmas
+        self.x_top, self.x_below = x_top.double().cpu(), x_below.double().cpu()
+
+
+def method_inputs():
+    return [
+        io.Combo.Input("method", options=METHODS, default="bdia",
+                       tooltip="bdia: BDIA (ECCV 2024) with γ. o-belm: O-BELM (NeurIPS 2024), second order, no γ. "
+                               "Both take one model call per step and invert exactly."),
+        io.Float.Input("gamma", default=0.96, min=0.0, max=1.0, step=0.01,
+                       tooltip="BDIA's γ: 0 = plain DDIM, 1 = leapfrog. Inversion needs γ in (0, 1]; the inverse "
+                               "amplifies rounding by about 1/γ per step, so keep 0.9–1 for editing."),
+    ]
+
+
+def _run_core(sample, model, x, sigmas, extra_args, callback, disable, method, gamma, flow, **kw):
+    fn = {"bdia": (core.sample_bdia, core.invert_bdia), "o-belm": (core.sample_obelm, core.invert_obelm)}[method]
+    options = {"gamma": gamma, "flow": flow} if method == "bdia" else {}
+    return fn[0 if sample else 1](model, x, sigmas, extra_args, callback, disable, **options, **kw)
+
+
+def check_inversion(node, inversion, signature, sigmas, x, method, gamma):
+    if inversion.signature != signature:
+        fail(node, "inversion", f"was made with a {inversion.signature} model; this model is {signature}")
+    if len(sigmas) != len(inversion.sigmas) or not bool(
+            (sigmas.double().cpu() - inversion.sigmas).abs().le(1e-5 * inversion.sigmas.abs() + 1e-7).all()):
+        fail(node, "inversion", "must be used with the sigmas it was inverted on",
+             f"{len(sigmas) - 1} steps from σ={float(sigmas[0]):.4g} vs {len(inversion.sigmas) - 1} from "
+             f"σ={float(inversion.sigmas[0]):.4g}")
+    if tuple(x.shape) != tuple(inversion.x_top.shape):
+        fail(node, "inversion", f"holds latents of shape {list(inversion.x_top.shape)}", f"a latent of {list(x.shape)}")
+    if method != inversion.method or (method == "bdia" and gamma != inversion.gamma):
+        fail(node, "gamma/method", f"must match the inversion ({inversion.method}, γ={inversion.gamma})",
+             f"{method}, γ={gamma}")
+    if float(core.rel_rms(x, inversion.x_top.to(x.device)).max()) > 1e-3:
+        fail(node, "noise", "must be the NOISE output of the same BDIAInvert (the start state differs from the "
+                            "inverted one)")
+
+
+def sample_fn(model, x, sigmas, extra_args=None, callback=None, disable=None, method="bdia", gamma=0.96,
+              inversion=None):
+    """KSAMPLER function: BDIA / O-BELM sampling, starting from an inversion's pair when one is connected."""
+    node = "BDIASampler"
+    base = model.inner_model.inner_model
+    flow = model_family(node, base.model_sampling) == "flow"
+    x_below = None
+    if inversion is not None:
+        check_inversion(node, inversion, family_signature(base), sigmas, x, method, gamma)
+        x, x_below = inversion.x_top.to(x.device), inversion.x_below.to(x.device)
+    cb = None if callback is None else (
+        lambda d: callback({**d, "x": d["x"].float(), "denoised": d["denoised"].float()}))
+    out = _run_core(True, wrap_denoiser(model), x.double(), sigmas.double(), extra_args, cb, disable, method,
+                    gamma, flow, x_below=x_below)
+    return out.float()
+
+
+class BDIASampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="InversionSuite_BDIASampler", display_name="BDIA Sampler", category=CATEGORY,
+            description="An exactly invertible SAMPLER (one model call per step) for SamplerCustomAdvanced with any "
+                        "guider. Alone it generates (text-to-image, img2img). With a BDIA Invert connected it starts "
+                        "from the inverted pair of latents and regenerates the image exactly with the same prompt, "
+                        "or edits it with another.",
+            inputs=method_inputs() + [
+                BDIAState.Input("inversion", optional=True,
+                                tooltip="From BDIA Invert: connect its NOISE to SamplerCustomAdvanced and use the "
+                                        "same sigmas, method and γ."),
+            ],
+            outputs=[io.Sampler.Output()])
+
+    @classmethod
+    def execute(cls, method, gamma, inversion=None) -> io.NodeOutput:
+        node = "BDIASampler"
+        if method not in METHODS:
+            fail(node, "method", f"must be one of {METHODS}", method)
+        check_range(node, "gamma", gamma, 0.0, 1.0)
+        return io.NodeOutput(comfy.samplers.KSAMPLER(
+            sample_fn, extra_options={"method": method, "gamma": gamma, "inversion": inversion}))
+
+
+class BDIAInvert(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="InversionSuite_BDIAInvert", display_name="BDIA Invert", category=CATEGORY,
+            description="Exact inversion for the BDIA Sampler: runs BDIA (or O-BELM) backwards from the image latent, "
+                        "one model call per step, and hands over the pair of latents the sampler needs. Regenerate "
+                        "with SamplerCustomAdvanced(noise = this NOISE, sampler = BDIA Sampler with this inversion, "
+                        "the same sigmas).",
+            inputs=conditioning_inputs(io) + [
+                io.Latent.Input("latent", tooltip="The image latent to invert (batches allowed)."),
+                io.Sigmas.Input("sigmas", tooltip="The schedule you will regenerate with (any stock scheduler, "
+                                                  "descending; a partial schedule inverts partially)."),
+            ] + method_inputs(),
+            outputs=[
+                io.Noise.Output(display_name="noise", tooltip="Starts SamplerCustomAdvanced at the inverted state."),
+                BDIAState.Output(display_name="inversion", tooltip="Connect to BDIA Sampler's inversion input."),
+                io.Latent.Output(display_name="inverted_latent", tooltip="The inverted state as a LATENT (for "
+                                                                          "inspection or DisableNoise workflows)."),
+                io.String.Output(display_name="report", tooltip="Model calls used."),
+            ])
+
+    @classmethod
+    def execute(cls, model, latent, sigmas, method, gamma, cfg=1.0, positive=None, negative=None,
+                guider=None) -> io.NodeOutput:
+        node = "BDIAInvert"
+        guider = make_guider(node, model, positive, negative, cfg, guider)
+        patcher = guider.model_patcher
+        ms = patcher.get_model_object("model_sampling")
+        flow = model_family(node, ms) == "flow"
+        samples = check_latent(node, "latent", latent, patcher)
+        descending = check_sigmas(node, sigmas)
+        if method not in METHODS:
+            fail(node, "method", f"must be one of {METHODS}", method)
+        if method == "bdia":
+            check_range(node, "gamma", gamma, 0.0, 1.0, lo_open=True)
+        pair = {}
+
+        def run(model_fn, x, s, extra_args, callback):
+            pair["top"], pair["below"] = _run_core(False, model_fn, x, s, extra_args, callback, True, method, gamma,
+                                                   flow)
+            return pair["top"]
+        _, sampler = run_in_guider(guider, samples, descending.flip(0), run)
+        inversion = BDIAInversion(method, gamma, family_signature(sampler.base_model), descending, pair["top"],
+                                  pair["below"])
+        sigma_top = float(descending[0])
+        noise = InvertedNoise(node, pair["top"], sigma_top, ms, patcher.get_model_object("process_latent_in"))
+        inverted = output_latent(latent, state_to_latent(ms, patcher.get_model_object("process_latent_out"),
+                                                         pair["top"], sigma_top))
+        calls = sampler.counter["calls"]
+        text = f"{node}: {method}{'' if method != 'bdia' else f' γ={gamma}'}, {len(descending) - 1} steps, {calls} model calls"
+        return io.NodeOutput(noise, inversion, inverted, text)

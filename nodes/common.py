@@ -1,0 +1,223 @@
+"""Shared ComfyUI glue: model facts, guiders, the core-sampler adapter, NOISE hand-off, validation.
+
+No mathematics lives here; every method is a function in ``..core``.
+"""
+import math
+
+import torch
+
+import comfy.model_management
+import comfy.model_sampling
+import comfy.samplers
+import comfy.utils
+import latent_preview
+
+PACK = "Inversion Suite"
+CATEGORY = "sampling/inversion suite"
+
+
+def fail(node, name, expected, got=None):
+    """A ValueError that names the node, the input and what was expected."""
+    tail = "" if got is None else f", got {got}"
+    raise ValueError(f"{node}: input '{name}' {expected}{tail}")
+
+
+# ---------------------------------------------------------------- model facts
+def model_family(node, model_sampling):
+    """'flow' for rectified-flow models (SD3, Flux), 've' for ε/v models (SD1.x, SDXL); else a clear error."""
+    if isinstance(model_sampling, comfy.model_sampling.CONST):
+        return "flow"
+    if isinstance(model_sampling, comfy.model_sampling.EPS) and not isinstance(model_sampling, comfy.model_sampling.X0):
+        return "ve"
+    fail(node, "model", "must be an ε-, v-prediction or rectified-flow model",
+         f"a model with {type(model_sampling).__mro__[2].__name__} prediction")
+
+
+def family_signature(base_model):
+    """What identifies a model family for a stored inversion state."""
+    return f"{type(base_model.latent_format).__name__}/{model_family('', base_model.model_sampling)}"
+
+
+def make_guider(node, model, positive=None, negative=None, cfg=1.0, guider=None):
+    """The connected GUIDER, or a stock CFGGuider (plain positive-only guider when there is no negative)."""
+    if guider is not None:
+        return guider
+    if model is None:
+        fail(node, "model", "is required when no guider is connected")
+    if positive is None:
+        fail(node, "positive", "is required when no guider is connected")
+    g = comfy.samplers.CFGGuider(model)
+    if negative is None:
+        if cfg != 1.0:
+            fail(node, "negative", f"is required for cfg {cfg} (cfg above 1 mixes positive and negative)")
+        g.inner_set_conds({"positive": positive})
+    else:
+        g.set_conds(positive, negative)
+    g.set_cfg(cfg)
+    return g
+
+
+# ---------------------------------------------------------------- validation
+def check_latent(node, name, latent, model):
+    samples = latent["samples"] if isinstance(latent, dict) and "samples" in latent else None
+    if not torch.is_tensor(samples):
+        fail(node, name, "must be a LATENT with a 'samples' tensor")
+    channels = model.get_model_object("latent_format").latent_channels
+    if samples.ndim not in (4, 5) or samples.shape[1] != channels:
+        fail(node, name, f"must have {channels} channels for this model (shape [B, {channels}, H, W])",
+             f"shape {list(samples.shape)}")
+    if not torch.isfinite(samples).all():
+        fail(node, name, "must be finite", "NaN or inf values")
+    return samples
+
+
+def check_sigmas(node, sigmas, name="sigmas"):
+    """Monotonic, finite, non-negative sigmas with at least one step; returned as float64 descending."""
+    if not torch.is_tensor(sigmas) or sigmas.ndim != 1 or sigmas.numel() < 2:
+        fail(node, name, "must hold at least two noise levels (one step)",
+             "an empty schedule" if torch.is_tensor(sigmas) and sigmas.numel() < 2 else None)
+    s = sigmas.detach().double().cpu()
+    if not torch.isfinite(s).all() or (s < 0).any():
+        fail(node, name, "must be finite and non-negative", s.tolist())
+    diff = s[1:] - s[:-1]
+    if not ((diff < 0).all() or (diff > 0).all()):
+        fail(node, name, "must be strictly monotonic (a scheduler's output, or FlipSigmas of one)", s.tolist())
+    return s if diff[0] < 0 else s.flip(0)
+
+
+def check_range(node, name, value, lo, hi, lo_open=False):
+    ok = (value > lo if lo_open else value >= lo) and value <= hi
+    if not ok or (isinstance(value, float) and math.isnan(value)):
+        fail(node, name, f"must be in {'(' if lo_open else '['}{lo}, {hi}]", value)
+
+
+# ---------------------------------------------------------------- running core code inside a guider
+def wrap_denoiser(model_wrap, dtype=torch.float32, counter=None):
+    """The guider as a core ``model(x, sigma)``: casts to the model's dtype, counts calls, honours Cancel."""
+    def model(x, sigma, **extra_args):
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        if counter is not None:
+            counter["calls"] += 1
+        return model_wrap(x.to(dtype), sigma.to(dtype), **extra_args).to(x.dtype)
+    return model
+
+
+def core_callback(callback, total):
+    """Core callbacks ({'i', 'x', 'denoised'}) to ComfyUI's (step, x0, x, total) preview callback."""
+    if callback is None:
+        return None
+    return lambda d: callback(d["i"], d["denoised"].float(), d["x"].float(), total)
+
+
+class CoreSampler(comfy.samplers.Sampler):
+    """A comfy Sampler that hands the guider to ``run(model, x, sigmas, extra_args, callback)``.
+
+    It starts from the (process_latent_in'd) latent as it is and returns the model-space state as it is:
+    no noise_scaling, no inverse_noise_scaling (which is inf for flow models at σ = 1). Extra results
+    of ``run`` can be left on ``self.result``.
+    """
+
+    def __init__(self, run):
+        self.run, self.result, self.counter = run, None, {"calls": 0}
+
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+               disable_pbar=False):
+        self.base_model = model_wrap.inner_model
+        model = wrap_denoiser(model_wrap, counter=self.counter)
+        x = self.run(model, latent_image.double(), sigmas.double(), extra_args, core_callback(callback, len(sigmas) - 1))
+        self.state = x
+        return x.float()
+
+
+def run_in_guider(guider, samples, sigmas, run):
+    """Run ``run`` through ``guider.sample`` (model loading, conds, CFG, patches) on a copy of ``samples``.
+
+    Returns ``(latent_out, sampler)``: ``process_latent_out`` of the final state, and the CoreSampler
+    holding the model-space state (``.state``), the model-call count and any ``.result``.
+    """
+    sampler = CoreSampler(run)
+    callback = latent_preview.prepare_callback(guider.model_patcher, len(sigmas) - 1)
+    out = guider.sample(torch.zeros_like(samples), samples.clone(), sampler, sigmas.float(), callback=callback,
+                        disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=0)
+    return out.to(comfy.model_management.intermediate_device()), sampler
+
+
+def _sigma(s):
+    return torch.tensor(float(s), dtype=torch.float32)
+
+
+def state_to_latent(model_sampling, process_out, x, sigma):
+    """A LATENT that stock samplers with DisableNoise start from at ``sigma`` (solves noise_scaling(σ, 0, L) = x).
+
+    Where that is impossible (flow models at σ = 1, where the latent's weight is 0) the raw state is returned;
+    use the NOISE output there.
+    """
+    x = x.float().cpu()
+    weight = float(model_sampling.noise_scaling(_sigma(sigma), torch.zeros(1), torch.ones(1)).flatten()[0])
+    return process_out(x / weight if weight > 1e-6 else x)
+
+
+class InvertedNoise:
+    """A NOISE that makes any stock sampler start exactly at an inverted state ``x`` at level ``sigma``.
+
+    ``generate_noise`` solves ``noise_scaling(σ, n, L_in) = x`` for ``n`` given the LATENT that is
+    connected at regeneration time (an empty latent is fine), with KSAMPLER's max_denoise rule.
+    """
+
+    def __init__(self, node, x, sigma, model_sampling, process_in, seed=0):
+        self.node, self.x, self.sigma = node, x.float().cpu(), float(sigma)
+        self.model_sampling, self.process_in, self.seed = model_sampling, process_in, seed
+
+    def generate_noise(self, input_latent):
+        latent = input_latent["samples"]
+        if tuple(latent.shape) != tuple(self.x.shape):
+            fail(self.node, "latent_image (of the sampler using this NOISE)",
+                 f"must have the inverted shape {list(self.x.shape)}", f"shape {list(latent.shape)}")
+        ms, s = self.model_sampling, _sigma(self.sigma)
+        latent_in = self.process_in(latent.float()) if torch.count_nonzero(latent) > 0 else torch.zeros_like(self.x)
+        smax = float(ms.sigma_max)
+        max_denoise = math.isclose(smax, self.sigma, rel_tol=1e-5) or self.sigma > smax
+        offset = ms.noise_scaling(s, torch.zeros_like(self.x), latent_in.clone(), max_denoise)
+        unit = ms.noise_scaling(s, torch.ones_like(self.x), torch.zeros_like(self.x), max_denoise)
+        return (self.x - offset) / unit
+
+
+def output_latent(latent, samples):
+    """Copy a LATENT dict and replace its samples, so unknown keys survive."""
+    out = latent.copy()
+    out["samples"] = samples
+    out.pop("noise_mask", None)
+    return out
+
+
+# ---------------------------------------------------------------- schema pieces shared by nodes
+def conditioning_inputs(io):
+    """model, positive, negative, cfg and an optional GUIDER that overrides them."""
+    return [
+        io.Model.Input("model", tooltip="The diffusion model (SD1.x/SDXL ε or v prediction, SD3, Flux)."),
+        io.Conditioning.Input("positive", optional=True,
+                              tooltip="Prompt conditioning the model is driven with (the source prompt when inverting)."),
+        io.Conditioning.Input("negative", optional=True, tooltip="Negative conditioning; needed only for cfg above 1."),
+        io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                       tooltip="Classifier-free guidance scale. 1 = no CFG (one pass per model call; Flux guidance "
+                               "comes from the conditioning)."),
+        io.Guider.Input("guider", optional=True,
+                        tooltip="Optional stock GUIDER (CFGGuider, BasicGuider, DualCFGGuider…); when connected it "
+                                "replaces positive/negative/cfg and its model is used."),
+    ]
+
+
+def tolerance_input(io, default):
+    return io.Float.Input("tolerance", default=default, min=1e-12, max=1.0, step=1e-7, round=False,
+                          tooltip="Stop a step's iteration when the convergence criterion (relative RMS) falls below this.")
+
+
+def report(node, diagnostics, calls, extra=""):
+    """A readable per-step table of the fixed-point diagnostics."""
+    steps = len(diagnostics)
+    lines = [f"{node}: {steps} steps, {calls} model calls ({calls / max(steps, 1):.2f} per step){extra}",
+             "step  sigma      calls  intra-path  inter-path"]
+    for d in diagnostics:
+        inter = "-" if d.get("inter") is None else f"{d['inter']:.2e}"
+        lines.append(f"{d['step']:>4}  {d['sigma']:<9.4g}  {d['model_calls']:>5}  {d['intra']:.2e}    {inter}")
+    return "\n".join(lines)

@@ -1,0 +1,4 @@
+"""placeholder"""
+from comfy_api.v0_0_2 import io
+class OscillationInvert: pass
+class GroupInversion: pass
