@@ -63,19 +63,20 @@ def detect_period(history, max_period=8, rel_tol=1e-3):
 
 
 def cluster_centres(history, period, offset=0):
-    """Cluster centres: means of iterates grouped by index modulo ``period`` and unions of two groups.
+    """Cluster centres: means of iterates grouped by index modulo ``period``, and of unions of two groups.
 
     ``offset`` is the absolute index of ``history[0]`` (the burn-in) so that group ``j`` always means
-    iterations ``k ≡ j (mod period)``. Returns ``(centres [n, B, ...], labels)``; with period ≥ 2 the
-    mean of all iterates comes last (Theorem 2: for period 2 it inverts the target).
+    iterations ``k ≡ j (mod period)``. A union is the equal-weight mean of its groups' centres. Returns
+    ``(centres [n, B, ...], labels)``; with period ≥ 2 the mean of all groups comes last (Theorem 2: for
+    period 2 its one-step prediction reproduces the target).
     """
-    groups = [[k for k in range(history.shape[0]) if (k + offset) % period == j] for j in range(period)]
-    sets = [(f"k%{period}={j}", g) for j, g in enumerate(groups)]
+    groups = torch.stack([history[(j - offset) % period::period].mean(0) for j in range(period)])
+    sets = [(f"k%{period}={j}", [j]) for j in range(period)]
     if period >= 3:
-        sets += [(f"k%{period} in {{{a},{b}}}", groups[a] + groups[b]) for a, b in itertools.combinations(range(period), 2)]
+        sets += [(f"k%{period} in {{{a},{b}}}", [a, b]) for a, b in itertools.combinations(range(period), 2)]
     if period >= 2:
-        sets.append(("all", list(range(history.shape[0]))))
-    centres = torch.stack([history[idx].mean(0) for _, idx in sets])
+        sets.append(("all", list(range(period))))
+    centres = torch.stack([groups[idx].mean(0) for _, idx in sets])
     return centres, [label for label, _ in sets]
 
 

@@ -114,29 +114,30 @@ class CoreSampler(comfy.samplers.Sampler):
 
     It starts from the (process_latent_in'd) latent as it is and returns the model-space state as it is:
     no noise_scaling, no inverse_noise_scaling (which is inf for flow models at σ = 1). Extra results
-    of ``run`` can be left on ``self.result``.
+    of ``run`` are left in the caller's closure.
     """
 
-    def __init__(self, run):
-        self.run, self.result, self.counter = run, None, {"calls": 0}
+    def __init__(self, run, total=None):
+        self.run, self.total, self.counter = run, total, {"calls": 0}
 
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                disable_pbar=False):
         self.base_model = model_wrap.inner_model
         model = wrap_denoiser(model_wrap, counter=self.counter)
-        x = self.run(model, latent_image.double(), sigmas.double(), extra_args, core_callback(callback, len(sigmas) - 1))
+        x = self.run(model, latent_image.double(), sigmas.double(), extra_args, core_callback(callback, self.total or len(sigmas) - 1))
         self.state = x
         return x.float()
 
 
-def run_in_guider(guider, samples, sigmas, run):
+def run_in_guider(guider, samples, sigmas, run, total=None):
     """Run ``run`` through ``guider.sample`` (model loading, conds, CFG, patches) on a copy of ``samples``.
 
     Returns ``(latent_out, sampler)``: ``process_latent_out`` of the final state, and the CoreSampler
-    holding the model-space state (``.state``), the model-call count and any ``.result``.
+    holding the model-space state (``.state``) and the model-call count. ``total`` is the progress-bar length
+    (default: the number of steps).
     """
-    sampler = CoreSampler(run)
-    callback = latent_preview.prepare_callback(guider.model_patcher, len(sigmas) - 1)
+    sampler = CoreSampler(run, total)
+    callback = latent_preview.prepare_callback(guider.model_patcher, total or len(sigmas) - 1)
     out = guider.sample(torch.zeros_like(samples), samples.clone(), sampler, sigmas.float(), callback=callback,
                         disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=0)
     return out.to(comfy.model_management.intermediate_device()), sampler
