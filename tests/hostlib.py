@@ -20,6 +20,8 @@ def require_comfyui():
     from comfy.cli_args import args
     args.cpu = True
     import comfy.model_management  # noqa: F401  (after args.cpu)
+    import comfy.utils
+    comfy.utils.PROGRESS_BAR_ENABLED = False
 
 
 UNET_CONFIGS = {

@@ -1,0 +1,121 @@
+"""Host tier: FixedPointInvert and its SAMPLER on tiny SD1.5-like, SD3 and Flux models in a real ComfyUI."""
+import pytest
+import torch
+
+import hostlib
+from hostlib import FAMILIES, rel
+
+hostlib.require_comfyui()
+
+from comfy_extras.nodes_custom_sampler import FlipSigmas  # noqa: E402
+
+from inversion_suite.nodes.fixed_point import FixedPointInvert, FixedPointInversionSampler  # noqa: E402
+
+OPTIONS = dict(max_iterations=10, tolerance=1e-5, criterion="inter-path", anderson_window=3, perturbation=0.5, seed=0)
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family(request):
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def model(family):
+    return hostlib.tiny_model(family)
+
+
+def invert(model, family, latent, sigmas, cfg, **options):
+    guider = hostlib.guider(model, family, cfg)
+    with torch.inference_mode():
+        out = FixedPointInvert.execute(model=model, latent=latent, sigmas=sigmas, guider=guider,
+                                       **{**OPTIONS, **options})
+    return out.args, guider
+
+
+@pytest.mark.parametrize("cfg", [1.0, 3.0])
+def test_round_trip_through_stock_sampler(family, model, cfg):
+    latent = hostlib.image_latent(family)
+    sigmas = hostlib.sigmas(model, 8)
+    (inverted, noise, report), guider = invert(model, family, latent, sigmas, cfg)
+    with torch.inference_mode():
+        rec = hostlib.stock_sample(noise, guider, hostlib.euler(), sigmas, hostlib.empty_like(latent))
+        ours = rel(rec, latent["samples"])
+        assert torch.isfinite(rec).all() and rec.shape == latent["samples"].shape
+        if family == "sd15":
+            stock_inv = hostlib.stock_sample(hostlib.disable_noise(), guider, hostlib.euler(),
+                                             FlipSigmas().get_sigmas(sigmas)[0], latent)
+            stock = rel(hostlib.stock_sample(hostlib.disable_noise(), guider, hostlib.euler(), sigmas,
+                                             {"samples": stock_inv}), latent["samples"])
+            # the LATENT route (DisableNoise) works for ε models too
+            via_latent = rel(hostlib.stock_sample(hostlib.disable_noise(), guider, hostlib.euler(), sigmas, inverted),
+                             latent["samples"])
+            print(f"{family} cfg={cfg}: ours {ours:.2e}, latent route {via_latent:.2e}, stock FlipSigmas {stock:.2e}")
+            assert ours * 10 <= stock and via_latent * 10 <= stock
+        else:
+            print(f"{family} cfg={cfg}: ours {ours:.2e}")
+            assert ours <= 0.01
+    assert "8 steps" in report and "model calls" in report
+
+
+def test_naive_inversion_is_one_call_per_step(family, model):
+    latent = hostlib.image_latent(family)
+    (_, _, report), _ = invert(model, family, latent, hostlib.sigmas(model, 8), 1.0, max_iterations=1)
+    assert "8 model calls (1.00 per step)" in report
+
+
+def test_sampler_with_flipsigmas(family, model):
+    """The SAMPLER output inverts inside stock SamplerCustomAdvanced; ε models regenerate from its LATENT."""
+    latent = hostlib.image_latent(family)
+    sigmas = hostlib.sigmas(model, 8)
+    guider = hostlib.guider(model, family)
+    with torch.inference_mode():
+        sampler = FixedPointInversionSampler.execute(**OPTIONS).args[0]
+        inverted = hostlib.stock_sample(hostlib.disable_noise(), guider, sampler, FlipSigmas().get_sigmas(sigmas)[0],
+                                        latent)
+        assert torch.isfinite(inverted).all()
+        if family == "sd15":
+            rec = hostlib.stock_sample(hostlib.disable_noise(), guider, hostlib.euler(), sigmas, {"samples": inverted})
+            assert rel(rec, latent["samples"]) < 1e-3
+        with pytest.raises(ValueError, match="FixedPointInversionSampler: input 'sigmas' must ascend"):
+            hostlib.stock_sample(hostlib.disable_noise(), guider, sampler, sigmas, latent)
+
+
+def test_cancel_stops_within_one_model_call(family, model):
+    import comfy.model_management as mm
+    calls = []
+
+    def wrapper(apply_model, args):
+        calls.append(1)
+        if len(calls) == 3:
+            mm.interrupt_current_processing(True)
+        return apply_model(args["input"], args["timestep"], **args["c"])
+    patched = model.clone()
+    patched.set_model_unet_function_wrapper(wrapper)
+    latent = hostlib.image_latent(family)
+    with pytest.raises(mm.InterruptProcessingException):
+        invert(patched, family, latent, hostlib.sigmas(model, 8), 1.0)
+    mm.interrupt_current_processing(False)
+    assert len(calls) == 3
+
+
+BAD = [
+    ("empty sigmas", dict(sigmas=torch.tensor([])), "input 'sigmas' must hold at least two"),
+    ("non-monotonic sigmas", dict(sigmas=torch.tensor([1.0, 0.2, 0.5, 0.0])), "input 'sigmas' must be strictly monotonic"),
+    ("wrong channels", dict(latent={"samples": torch.zeros(1, 3, 16, 16)}), "input 'latent' must have"),
+    ("NaN latent", dict(latent={"samples": torch.full((1, 4, 16, 16), float("nan"))}), "input 'latent' must be finite"),
+    ("tolerance", dict(tolerance=0.0), "input 'tolerance' must be in"),
+    ("iterations", dict(max_iterations=0), "input 'max_iterations' must be in"),
+    ("no conditioning", dict(guider=None), "input 'positive' is required"),
+]
+
+
+@pytest.mark.parametrize("case,change,message", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_is_a_clear_error(case, change, message):
+    model = hostlib.tiny_model("sd15")
+    args = dict(model=model, latent=hostlib.image_latent("sd15"), sigmas=hostlib.sigmas(model, 4),
+                guider=hostlib.guider(model, "sd15"), **OPTIONS)
+    args.update(change)
+    if case == "NaN latent":
+        args["latent"]["samples"][0, 0, 0, 0] = float("nan")
+    with torch.inference_mode(), pytest.raises(ValueError, match="FixedPointInvert: " + message):
+        FixedPointInvert.execute(**args)
