@@ -78,7 +78,8 @@ def test_checker_catches_a_mistyped_link(object_info):
 
 
 def test_bad_prompt_is_rejected_with_400(server, object_info):
-    prompt = with_tiny_models(to_api(json.loads(WORKFLOWS[0].read_text()), object_info))
+    prompt = with_tiny_models(to_api(json.loads((ROOT / "workflows" / "fixed_point_edit_sd15.json").read_text()),
+                                     object_info))
     node = next(k for k, v in prompt.items() if v["class_type"] == "InversionSuite_FixedPointInvert")
     prompt[node]["inputs"]["max_iterations"] = 0
     status, body = server.post("/prompt", {"prompt": prompt})
