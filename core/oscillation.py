@@ -48,17 +48,19 @@ def periodicity(history, period):
     return float(((h[period:] - h[:-period]).norm(dim=2).mean(0) / scale).max())
 
 
-def detect_period(history, max_period=8, rel_tol=1e-3):
+def detect_period(history, max_period=8, rel_tol=1e-3, periodic_tol=0.1):
     """Detect the period of an iterate history (burn-in already removed).
 
-    The period is the smallest p whose periodicity error is within 1.5× the best over 1…max_period,
-    or below ``rel_tol`` (so a converged history has period 1). Returns ``(period, errors)`` with the
-    error for every candidate, so the caller can report how periodic the orbit really is.
+    A converged history (error of p = 1 below ``rel_tol``) has period 1. A periodic one (best error below
+    ``periodic_tol``) has the smallest p within 1.5× the best error, so multiples of the period are not
+    preferred. An aperiodic (chaotic) orbit gets the p with the least error. Returns ``(period, errors)``
+    with the error of every candidate, so the caller reports how periodic the orbit really is.
     """
     max_period = max(1, min(max_period, (history.shape[0] - 1) // 2))
     errors = [periodicity(history, p) for p in range(1, max_period + 1)]
     best = min(errors)
-    period = next(p for p, e in enumerate(errors, 1) if e <= max(rel_tol, 1.5 * best))
+    limit = max(rel_tol, 1.5 * best) if best < periodic_tol else best
+    period = next(p for p, e in enumerate(errors, 1) if e <= limit)
     return period, errors
 
 
