@@ -181,7 +181,7 @@ def bdia_text_to_image(g):
     save(g, vae, out[0], "bdia_t2i")
 
 
-def oscillation(g, title, note, a_name, b_name, schedule, prompt):
+def oscillation(g, note, a_name, b_name, schedule, prompt):
     g.note(note)
     model, clip, vae = flux(g)
     _, cond = flux_guider(g, model, clip, prompt, "prompt describing the image")
@@ -202,16 +202,16 @@ WORKFLOWS = {
     "bdia_edit_flux": lambda g: bdia_edit(g, "Flux"),
     "bdia_text_to_image_sd15": bdia_text_to_image,
     "oscillation_enhance_flux": lambda g: oscillation(
-        g, "enhance", "**Oscillation enhancement (Flux).** Image A is the degraded photo, image B a lightly enhanced "
+        g, "**Oscillation enhancement (Flux).** Image A is the degraded photo, image B a lightly enhanced "
         "copy (e.g. sharpened); schedule A,A,B. Every cluster centre is decoded: pick the cleanest from the batch "
         "(the paper picks one centre per task by eye). The distance map shows the clusters.",
         "degraded.png", "lightly_enhanced.png", "A,A,B", "a portrait photo of a person, high quality"),
     "oscillation_recolour_strokes_flux": lambda g: oscillation(
-        g, "recolour", "**Stroke recolouring (Flux).** Image A is the photo, image B the same photo with colour "
+        g, "**Stroke recolouring (Flux).** Image A is the photo, image B the same photo with colour "
         "strokes painted where the new colour should go; schedule A,B,B. The centres blend the strokes into a "
         "natural recolouring.", "photo.png", "photo_with_strokes.png", "A,B,B", "a photo of a red car"),
     "oscillation_makeup_flux": lambda g: oscillation(
-        g, "makeup", "**Makeup transfer from strokes (Flux).** Image A is the face, image B the face with makeup "
+        g, "**Makeup transfer from strokes (Flux).** Image A is the face, image B the face with makeup "
         "strokes (eye shadow, lipstick); schedule A,B,B.", "face.png", "face_with_makeup_strokes.png", "A,B,B",
         "a woman with red eye shadow, high quality, 4K"),
 }

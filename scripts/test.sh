@@ -3,16 +3,10 @@
 #   ./scripts/test.sh            (extra arguments go to pytest)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -z "${VIRTUAL_ENV:-}" ]; then
-  [ -x .venv/bin/python ] || python3 -m venv .venv
-  . .venv/bin/activate
-fi
-# A CPU torch where none is installed (ComfyUI's own environment already has one).
-python -c "import torch" 2>/dev/null || pip install -q "torch==2.13.0" || pip install -q torch
-pip install -q -r requirements-dev.txt
+. scripts/venv.sh
 host=${COMFYUI_PATH:-$HOME/ComfyUI}
 if [ -f "$host/comfy/samplers.py" ] && ! python -c "import sys; sys.path.append('$host'); import comfy.options, aiohttp, safetensors, av" 2>/dev/null; then
   grep -v -E '^(torch|torchvision|torchaudio)$' "$host/requirements.txt" > .venv-comfyui-requirements.txt
   pip install -q -r .venv-comfyui-requirements.txt requests
 fi
-exec python -m pytest -q "$@"
+exec python -m pytest -q -rs "$@"

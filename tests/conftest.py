@@ -4,6 +4,8 @@ import importlib.util
 import pathlib
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 if "inversion_suite" not in sys.modules:
@@ -12,3 +14,16 @@ if "inversion_suite" not in sys.modules:
     module = importlib.util.module_from_spec(spec)
     sys.modules["inversion_suite"] = module
     spec.loader.exec_module(module)
+
+
+@pytest.fixture(scope="module", params=["sd15", "sd3", "flux"])
+def family(request):
+    """Host tier: each tiny model family in turn."""
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def model(family):
+    """Host tier: a tiny random-weight model of ``family`` (imports ComfyUI only when a host test asks)."""
+    import hostlib
+    return hostlib.tiny_model(family)

@@ -3,21 +3,11 @@ import pytest
 import torch
 
 import hostlib
-from hostlib import FAMILIES, rel
+from hostlib import rel
 
 hostlib.require_comfyui()
 
 from inversion_suite.nodes.bdia import BDIAInvert, BDIASampler  # noqa: E402
-
-
-@pytest.fixture(scope="module", params=FAMILIES)
-def family(request):
-    return request.param
-
-
-@pytest.fixture(scope="module")
-def model(family):
-    return hostlib.tiny_model(family)
 
 
 def invert(model, guider, latent, sigmas, method="bdia", gamma=0.96):

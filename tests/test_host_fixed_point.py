@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import hostlib
-from hostlib import FAMILIES, rel
+from hostlib import rel
 
 hostlib.require_comfyui()
 
@@ -12,16 +12,6 @@ from comfy_extras.nodes_custom_sampler import FlipSigmas  # noqa: E402
 from inversion_suite.nodes.fixed_point import FixedPointInvert, FixedPointInversionSampler  # noqa: E402
 
 OPTIONS = dict(max_iterations=10, tolerance=1e-5, criterion="inter-path", anderson_window=3, perturbation=0.5, seed=0)
-
-
-@pytest.fixture(scope="module", params=FAMILIES)
-def family(request):
-    return request.param
-
-
-@pytest.fixture(scope="module")
-def model(family):
-    return hostlib.tiny_model(family)
 
 
 def invert(model, family, latent, sigmas, cfg, **options):

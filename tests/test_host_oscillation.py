@@ -3,7 +3,6 @@ import pytest
 import torch
 
 import hostlib
-from hostlib import FAMILIES
 
 hostlib.require_comfyui()
 
@@ -11,16 +10,6 @@ from inversion_suite.nodes.oscillation import GroupInversion, OscillationInvert 
 
 OPTIONS = dict(sigma=0.4, sigma_mode="absolute", iterations=12, burn_in=2, max_period=4, decode="one-step",
                decode_steps=10)
-
-
-@pytest.fixture(scope="module", params=FAMILIES)
-def family(request):
-    return request.param
-
-
-@pytest.fixture(scope="module")
-def model(family):
-    return hostlib.tiny_model(family)
 
 
 def counting(model):
