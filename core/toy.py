@@ -66,3 +66,28 @@ def flow_sigmas(n, shift=3.0):
     """A descending SD3-style shifted schedule for rectified flow, 1 → 0 (n steps)."""
     t = torch.linspace(1, 0, n + 1, dtype=torch.float64)
     return shift * t / (1 + (shift - 1) * t)
+
+
+class TinyConvDenoiser(torch.nn.Module):
+    """A small random convolutional ε-network wrapped as a denoiser, for a learned-looking (non-analytic) model.
+
+    VE: ``D = x − σ·ε̂(x/√(1+σ²), σ)``; flow: ``D = x − σ·v̂(x, σ)``, as ComfyUI's EPS and CONST wrap a network.
+    """
+
+    def __init__(self, channels=4, width=32, seed=0, flow=False):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.flow, self.calls = flow, 0
+        self.net = torch.nn.Sequential(torch.nn.Conv2d(channels + 1, width, 3, padding=1), torch.nn.SiLU(),
+                                       torch.nn.Conv2d(width, width, 3, padding=1), torch.nn.SiLU(),
+                                       torch.nn.Conv2d(width, channels, 3, padding=1))
+        with torch.no_grad():
+            for p in self.net.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+
+    def forward(self, x, sigma, **_):
+        self.calls += 1
+        s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1).expand(x.shape[0], 1, 1, 1)
+        inp = x if self.flow else x / torch.sqrt(1 + s ** 2)
+        out = self.net(torch.cat([inp, s.expand(-1, 1, *x.shape[2:])], 1).float()).to(x.dtype)
+        return x - s * out

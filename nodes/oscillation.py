@@ -93,7 +93,8 @@ def run_oscillation(node, guider, latents, schedule, sigma, sigma_mode, iteratio
     history = found["history"]
     iterates = process_out(history.flatten(0, 1).float().cpu())
     errors = ", ".join(f"p={p}: {e:.2e}" for p, e in enumerate(found["errors"], 1))
-    text = (f"{node}: σ={sigma:.4g}, {iterations} iterations, burn-in {burn_in}; detected period "
+    shape = "aperiodic orbit, clustered by its least-error period" if min(found["errors"]) >= 0.1 else "period"
+    text = (f"{node}: σ={sigma:.4g}, {iterations} iterations, burn-in {burn_in}; detected {shape} "
             f"{found['period']} (periodicity errors {errors}); centres: {', '.join(found['labels'])}; "
             f"{sampler.counter['calls']} model calls")
     base = latents[0]

@@ -110,3 +110,20 @@ def test_gamma_out_of_range_when_inverting(gamma):
 def test_sampler_rejects_gamma_out_of_range():
     with pytest.raises(ValueError, match=r"BDIASampler: input 'gamma' must be in \[0.0, 1.0\]"):
         BDIASampler.execute(method="bdia", gamma=1.5)
+
+
+def test_cancel_stops_within_one_model_call(family, model):
+    import comfy.model_management as mm
+    calls = []
+
+    def wrapper(apply_model, args):
+        calls.append(1)
+        if len(calls) == 4:
+            mm.interrupt_current_processing(True)
+        return apply_model(args["input"], args["timestep"], **args["c"])
+    patched = model.clone()
+    patched.set_model_unet_function_wrapper(wrapper)
+    with pytest.raises(mm.InterruptProcessingException):
+        invert(patched, hostlib.guider(patched, family), hostlib.image_latent(family), hostlib.sigmas(model, 8))
+    mm.interrupt_current_processing(False)
+    assert len(calls) == 4

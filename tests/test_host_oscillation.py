@@ -48,7 +48,7 @@ def test_oscillation_invert_runs_in_inference_mode(family, model, decode):
         assert len(calls) == OPTIONS["iterations"] + 1
     else:
         assert len(calls) > OPTIONS["iterations"] + 1
-    assert f"{len(calls)} model calls" in report and "detected period" in report
+    assert f"{len(calls)} model calls" in report and "periodicity errors p=1:" in report
 
 
 def test_group_inversion_aab(family, model):
