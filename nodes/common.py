@@ -12,7 +12,6 @@ import comfy.samplers
 import comfy.utils
 import latent_preview
 
-PACK = "Inversion Suite"
 CATEGORY = "sampling/inversion suite"
 
 
@@ -30,7 +29,7 @@ def model_family(node, model_sampling):
     if isinstance(model_sampling, comfy.model_sampling.EPS) and not isinstance(model_sampling, comfy.model_sampling.X0):
         return "ve"
     fail(node, "model", "must be an ε-, v-prediction or rectified-flow model",
-         f"a model with {type(model_sampling).__mro__[2].__name__} prediction")
+         "a model sampling of type " + "/".join(b.__name__ for b in type(model_sampling).__bases__))
 
 
 def family_signature(base_model):

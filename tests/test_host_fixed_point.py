@@ -109,3 +109,18 @@ def test_bad_input_is_a_clear_error(case, change, message):
         args["latent"]["samples"][0, 0, 0, 0] = float("nan")
     with torch.inference_mode(), pytest.raises(ValueError, match="FixedPointInvert: " + message):
         FixedPointInvert.execute(**args)
+
+
+def test_unsupported_model_type_is_a_clear_error():
+    import comfy.model_sampling as cms
+
+    class X0Sampling(cms.ModelSamplingDiscrete, cms.X0):
+        pass
+    model = hostlib.tiny_model("sd15")
+    patched = model.clone()
+    patched.add_object_patch("model_sampling", X0Sampling(model.model.model_config))
+    with torch.inference_mode(), pytest.raises(
+            ValueError, match="FixedPointInvert: input 'model' must be an ε-, v-prediction or rectified-flow model, "
+                              "got a model sampling of type ModelSamplingDiscrete/X0"):
+        FixedPointInvert.execute(model=patched, latent=hostlib.image_latent("sd15"), sigmas=hostlib.sigmas(model, 4),
+                                 guider=hostlib.guider(patched, "sd15"), **OPTIONS)
