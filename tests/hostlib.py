@@ -112,3 +112,19 @@ def rel(a, b):
 
 def empty_like(latent):
     return {"samples": torch.zeros_like(latent["samples"])}
+
+
+def counting(model, interrupt_at=None):
+    """A clone of ``model`` that counts its calls (returned list) and, with ``interrupt_at``, presses Cancel
+    (ComfyUI's interrupt flag) during that call, as the UI's Cancel would."""
+    import comfy.model_management as mm
+    calls = []
+
+    def wrapper(apply_model, args):
+        calls.append(args["input"].shape[0])
+        if len(calls) == interrupt_at:
+            mm.interrupt_current_processing(True)
+        return apply_model(args["input"], args["timestep"], **args["c"])
+    patched = model.clone()
+    patched.set_model_unet_function_wrapper(wrapper)
+    return patched, calls

@@ -40,13 +40,7 @@ def test_exact_round_trip_and_edit(family, model, method, cfg):
 
 
 def test_one_model_call_per_step_each_way(family, model):
-    calls = []
-
-    def wrapper(apply_model, args):
-        calls.append(args["input"].shape[0])
-        return apply_model(args["input"], args["timestep"], **args["c"])
-    patched = model.clone()
-    patched.set_model_unet_function_wrapper(wrapper)
+    patched, calls = hostlib.counting(model)
     latent = hostlib.image_latent(family)
     sigmas = hostlib.sigmas(model, 8)
     guider = hostlib.guider(patched, family)
@@ -114,15 +108,7 @@ def test_sampler_rejects_gamma_out_of_range():
 
 def test_cancel_stops_within_one_model_call(family, model):
     import comfy.model_management as mm
-    calls = []
-
-    def wrapper(apply_model, args):
-        calls.append(1)
-        if len(calls) == 4:
-            mm.interrupt_current_processing(True)
-        return apply_model(args["input"], args["timestep"], **args["c"])
-    patched = model.clone()
-    patched.set_model_unet_function_wrapper(wrapper)
+    patched, calls = hostlib.counting(model, interrupt_at=4)
     with pytest.raises(mm.InterruptProcessingException):
         invert(patched, hostlib.guider(patched, family), hostlib.image_latent(family), hostlib.sigmas(model, 8))
     mm.interrupt_current_processing(False)

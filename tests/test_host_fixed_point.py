@@ -72,18 +72,9 @@ def test_sampler_with_flipsigmas(family, model):
 
 def test_cancel_stops_within_one_model_call(family, model):
     import comfy.model_management as mm
-    calls = []
-
-    def wrapper(apply_model, args):
-        calls.append(1)
-        if len(calls) == 3:
-            mm.interrupt_current_processing(True)
-        return apply_model(args["input"], args["timestep"], **args["c"])
-    patched = model.clone()
-    patched.set_model_unet_function_wrapper(wrapper)
-    latent = hostlib.image_latent(family)
+    patched, calls = hostlib.counting(model, interrupt_at=3)
     with pytest.raises(mm.InterruptProcessingException):
-        invert(patched, family, latent, hostlib.sigmas(model, 8), 1.0)
+        invert(patched, family, hostlib.image_latent(family), hostlib.sigmas(model, 8), 1.0)
     mm.interrupt_current_processing(False)
     assert len(calls) == 3
 

@@ -12,17 +12,6 @@ OPTIONS = dict(sigma=0.4, sigma_mode="absolute", iterations=12, burn_in=2, max_p
                decode_steps=10)
 
 
-def counting(model):
-    calls = []
-
-    def wrapper(apply_model, args):
-        calls.append(1)
-        return apply_model(args["input"], args["timestep"], **args["c"])
-    patched = model.clone()
-    patched.set_model_unet_function_wrapper(wrapper)
-    return patched, calls
-
-
 def check_outputs(out, batch, iterations, family):
     centres, states, iterates, distances, report = out.args
     n = centres["samples"].shape[0] // batch
@@ -37,7 +26,7 @@ def check_outputs(out, batch, iterations, family):
 
 @pytest.mark.parametrize("decode", ["one-step", "sample"])
 def test_oscillation_invert_runs_in_inference_mode(family, model, decode):
-    patched, calls = counting(model)
+    patched, calls = hostlib.counting(model)
     latent = hostlib.image_latent(family)
     with torch.inference_mode():
         out = OscillationInvert.execute(model=patched, latent=latent, guider=hostlib.guider(patched, family),
@@ -52,7 +41,7 @@ def test_oscillation_invert_runs_in_inference_mode(family, model, decode):
 
 
 def test_group_inversion_aab(family, model):
-    patched, calls = counting(model)
+    patched, calls = hostlib.counting(model)
     a, b = hostlib.image_latent(family, seed=3), hostlib.image_latent(family, seed=4)
     with torch.inference_mode():
         out = GroupInversion.execute(model=patched, image_a=a, image_b=b, schedule="A,A,B",
@@ -72,14 +61,7 @@ def test_fraction_of_schedule_sigma(family, model):
 
 def test_cancel_stops_within_one_model_call(family, model):
     import comfy.model_management as mm
-    patched, calls = counting(model)
-    original = patched.model_options["model_function_wrapper"]
-
-    def wrapper(apply_model, args):
-        if len(calls) == 2:
-            mm.interrupt_current_processing(True)
-        return original(apply_model, args)
-    patched.set_model_unet_function_wrapper(wrapper)
+    patched, calls = hostlib.counting(model, interrupt_at=3)
     with torch.inference_mode(), pytest.raises(mm.InterruptProcessingException):
         OscillationInvert.execute(model=patched, latent=hostlib.image_latent(family),
                                   guider=hostlib.guider(patched, family), **OPTIONS)
