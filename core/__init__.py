@@ -8,10 +8,12 @@ from .frame import euler_step, sample_euler, rel_rms
 from .fixed_point import invert_fixed_point
 from .bdia import sample_bdia, invert_bdia, sample_obelm, invert_obelm
 from .oscillation import oscillation_iterates, detect_period, cluster_centres, pairwise_distances
+from .optimize import post_inversion_optimize
 
 __all__ = [
     "euler_step", "sample_euler", "rel_rms",
     "invert_fixed_point",
     "sample_bdia", "invert_bdia", "sample_obelm", "invert_obelm",
     "oscillation_iterates", "detect_period", "cluster_centres", "pairwise_distances",
+    "post_inversion_optimize",
 ]
