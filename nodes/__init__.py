@@ -3,9 +3,11 @@ from comfy_api.v0_0_2 import ComfyExtension
 
 from .bdia import BDIAInvert, BDIASampler
 from .fixed_point import FixedPointInversionSampler, FixedPointInvert
+from .optimize import FineTuneInversion, PostInversionOptimize
 from .oscillation import GroupInversion, OscillationInvert
 
-NODES = [FixedPointInvert, FixedPointInversionSampler, BDIASampler, BDIAInvert, OscillationInvert, GroupInversion]
+NODES = [FixedPointInvert, FixedPointInversionSampler, BDIASampler, BDIAInvert, OscillationInvert, GroupInversion,
+         PostInversionOptimize, FineTuneInversion]
 
 
 class InversionSuiteExtension(ComfyExtension):

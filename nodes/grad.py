@@ -1,0 +1,96 @@
+"""Gradients through a ComfyUI model from inside a node, without editing ComfyUI or patching its classes.
+
+ComfyUI runs nodes in ``torch.inference_mode()``, so loaded weights are inference tensors that autograd may not
+save, and Flux's blocks add in place into their inputs. Through the ModelPatcher's own mechanisms:
+
+* layers get an identity weight wrapper, so ComfyUI casts a normal copy of each weight at use; any other
+  inference-tensor parameter or buffer gets an object patch holding a normal clone (restored when ComfyUI
+  unpatches the model; the loaded weights are never written);
+* with ``checkpointing`` every DiT block (SD3, Flux) is replaced, through ``patches_replace['dit']``, by a
+  gradient-checkpointed call of the original block on clones of its inputs: activation memory falls to the
+  block inputs, and the in-place additions act on the clones. Flux needs it; SD1.x/SDXL UNets offer no
+  whole-block patch point, so there it is not available.
+"""
+import types
+
+import torch
+import torch.utils.checkpoint
+
+
+def _frozen(fn):
+    """A copy of a closure holding its free variables' current values: ComfyUI's block wrappers read their loop
+    variable late, which a checkpoint's recomputation (run after the loop) would otherwise see changed."""
+    cells = tuple(types.CellType(c.cell_contents) for c in fn.__closure__ or ())
+    return types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, cells)
+
+
+def _checkpointed_block(args, extra):
+    block = _frozen(extra["original_block"])
+
+    def run(a):
+        return block({k: v.clone() if torch.is_tensor(v) else v for k, v in a.items()})
+    return torch.utils.checkpoint.checkpoint(run, args, use_reentrant=False)
+
+
+def dit_blocks(patcher):
+    """[(kind, count)] of the DiT blocks a model exposes to ``patches_replace['dit']`` (empty for UNets)."""
+    dm = patcher.model.diffusion_model
+    double = getattr(dm, "double_blocks", None) or getattr(dm, "joint_blocks", None) or []
+    return [(kind, len(blocks)) for kind, blocks in (("double_block", double),
+                                                      ("single_block", getattr(dm, "single_blocks", []) or []))
+            if len(blocks)]
+
+
+def needs_checkpointing(patcher):
+    """Flux blocks add in place into their inputs: backward only works through the checkpointed clones."""
+    return hasattr(patcher.model.diffusion_model, "single_blocks")
+
+
+def _same(tensor):
+    """Identity weight wrapper: any wrapper makes ComfyUI cast a fresh copy of the weight at use (a normal tensor
+    under ``inference_mode(False)``), so weights are copied one layer at a time, never all at once."""
+    return tensor
+
+
+def differentiable(patcher, checkpointing):
+    """A clone of ``patcher`` through which autograd can differentiate (see the module docstring).
+
+    Layers with ComfyUI weight functions get an identity weight wrapper (weights copied at use); any other
+    inference-tensor parameter or buffer (norm scales, embeddings) gets an object patch holding a normal clone.
+    """
+    p = patcher.clone()
+    dm = p.model.diffusion_model
+    wrapped = set()
+    for name, module in dm.named_modules():
+        if hasattr(module, "weight_function"):
+            for kind in ("weight", "bias"):
+                if getattr(module, kind, None) is not None:
+                    p.add_weight_wrapper(f"diffusion_model.{name}.{kind}" if name else f"diffusion_model.{kind}", _same)
+                    wrapped.add(f"{name}.{kind}" if name else kind)
+    with torch.inference_mode(False):
+        for name, t in list(dm.named_parameters()) + list(dm.named_buffers()):
+            if t.is_inference() and name not in wrapped:
+                copy = t.clone()
+                p.add_object_patch(f"diffusion_model.{name}",
+                                   torch.nn.Parameter(copy, requires_grad=False) if isinstance(t, torch.nn.Parameter)
+                                   else copy)
+    if checkpointing:
+        for kind, count in dit_blocks(p):
+            for i in range(count):
+                p.set_model_patch_replace(_checkpointed_block, "dit", kind, i)
+    return p
+
+
+class LowRank(torch.nn.Module):
+    """A weight wrapper ``W ↦ W + (α/r)·B·A`` (LoRA); B starts at 0 so the model starts unchanged."""
+
+    def __init__(self, weight, rank, generator=None):
+        super().__init__()
+        out_features, in_features = weight.shape[0], weight[0].numel()
+        self.shape, self.scale = weight.shape, 1.0 / rank
+        self.down = torch.nn.Parameter(torch.randn(rank, in_features, generator=generator) / in_features ** 0.5)
+        self.up = torch.nn.Parameter(torch.zeros(out_features, rank))
+
+    def forward(self, weight):
+        delta = (self.up @ self.down).reshape(self.shape) * self.scale
+        return weight + delta.to(device=weight.device, dtype=weight.dtype)

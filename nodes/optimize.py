@@ -1,0 +1,218 @@
+"""PostInversionOptimize and FineTuneInversion: optimisation through the frozen model inside ComfyUI."""
+import copy
+
+import torch
+from comfy_api.v0_0_2 import io
+
+from .. import core
+from .common import (CATEGORY, check_latent, check_range, conditioning_inputs, fail, make_guider, model_family,
+                     output_latent, run_in_guider, state_to_latent)
+from .grad import LowRank, differentiable, dit_blocks, needs_checkpointing
+from .oscillation import resolve_sigma
+from .plot import curve_image
+
+ADAPTED = ("to_q", "to_k", ".qkv")  # attention query/key projections (SD1.x/SDXL to_q/to_k; SD3/Flux fused qkv)
+
+
+def sigma_inputs():
+    return [
+        io.Float.Input("sigma", default=0.40, min=0.0, max=1000.0, step=0.01,
+                       tooltip="The noise level of the latent (the one it was inverted or oscillated at)."),
+        io.Combo.Input("sigma_mode", options=["absolute", "fraction of schedule"], default="absolute",
+                       tooltip="absolute, or that fraction of the way along the model's own schedule."),
+        io.Boolean.Input("gradient_checkpointing", default=True,
+                         tooltip="Recompute each DiT block in backward (SD3, Flux): activation memory falls to the "
+                                 "block inputs. Required on Flux; not available for SD1.x/SDXL UNets."),
+    ]
+
+
+def state_input():
+    return io.Latent.Input("latent", tooltip="The inverted state at σ: Oscillation/Group Inversion's centre_states, "
+                                             "or an inverted latent made at this σ.")
+
+
+def prepare(node, guider, sigma, sigma_mode, checkpointing):
+    """Family, σ, and a copy of the guider driving a differentiable clone of its model."""
+    patcher = guider.model_patcher
+    ms = patcher.get_model_object("model_sampling")
+    flow = model_family(node, ms) == "flow"
+    sigma = resolve_sigma(node, ms, sigma, sigma_mode)
+    if needs_checkpointing(patcher) and not checkpointing:
+        fail(node, "gradient_checkpointing", "must be on for Flux (its blocks add in place into their inputs; "
+                                             "only the checkpointed path can differentiate them)")
+    grad_patcher = differentiable(patcher, checkpointing)
+    checkpointing = ("on" if dit_blocks(patcher) else "not available for UNets") if checkpointing else "off"
+    grad_guider = copy.copy(guider)
+    grad_guider.model_patcher, grad_guider.model_options = grad_patcher, grad_patcher.model_options
+    return grad_guider, grad_patcher, ms, flow, sigma, checkpointing
+
+
+def weight_of_latent(ms, sigma):
+    """State = weight · process_in(LATENT) for the LATENTs our nodes emit at σ (see state_to_latent)."""
+    w = float(ms.noise_scaling(torch.tensor(sigma), torch.zeros(1), torch.ones(1)).flatten()[0])
+    return w if w > 1e-6 else 1.0
+
+
+class PostInversionOptimize(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="InversionSuite_PostInversionOptimize", display_name="Post-Inversion Optimize",
+            category=CATEGORY,
+            description="Refines an inverted latent by AdamW through the frozen model (Oscillation Inversion's "
+                        "post-inversion optimisation): z = α·x̂ + σ·ε, minimising Σ w_j‖D(z, σ) − y_j‖², the last "
+                        "prediction becoming each round's source. Works on SD1.x/SDXL, SD3 and Flux.",
+            inputs=conditioning_inputs(io) + [
+                state_input(),
+                io.Latent.Input("target_1", tooltip="Target image latent (e.g. a pasted or stroke-edited image)."),
+                io.Float.Input("weight_1", default=1.0, min=0.0, max=100.0, step=0.05, tooltip="Weight of target 1."),
+                io.Latent.Input("target_2", optional=True, tooltip="Optional second target latent."),
+                io.Float.Input("weight_2", default=0.0, min=0.0, max=100.0, step=0.05,
+                               tooltip="Weight of target 2 (0 ignores it)."),
+                io.Int.Input("steps", default=6, min=1, max=1000, tooltip="AdamW steps per round (paper: 6)."),
+                io.Int.Input("rounds", default=20, min=1, max=1000, tooltip="Rounds (paper: 20)."),
+                io.Float.Input("lr_noise", default=0.05, min=0.0, max=10.0, step=0.001,
+                               tooltip="Learning rate of ε (paper: 0.05)."),
+                io.Float.Input("lr_image", default=0.01, min=0.0, max=10.0, step=0.001,
+                               tooltip="Learning rate of x̂ (paper: 0.01)."),
+            ] + sigma_inputs(),
+            outputs=[
+                io.Latent.Output(display_name="optimized", tooltip="The last one-step prediction (a clean latent)."),
+                io.Latent.Output(display_name="state", tooltip="The optimised state at σ, for DisableNoise sampling "
+                                                               "on the sigmas from σ down."),
+                io.Image.Output(display_name="loss_curve", tooltip="Loss per step (log scale)."),
+                io.String.Output(display_name="report", tooltip="Initial and final loss, model calls."),
+            ])
+
+    @classmethod
+    def execute(cls, model, latent, target_1, weight_1, weight_2, steps, rounds, lr_noise, lr_image, sigma,
+                sigma_mode, gradient_checkpointing, target_2=None, cfg=1.0, positive=None, negative=None,
+                guider=None) -> io.NodeOutput:
+        node = "PostInversionOptimize"
+        guider = make_guider(node, model, positive, negative, cfg, guider)
+        samples = check_latent(node, "latent", latent, guider.model_patcher)
+        targets, weights = [], []
+        for name, t, w in (("target_1", target_1, weight_1), ("target_2", target_2, weight_2)):
+            check_range(node, name.replace("target", "weight"), w, 0.0, 100.0)
+            if t is None:
+                continue
+            ts = check_latent(node, name, t, guider.model_patcher)
+            if tuple(ts.shape) != tuple(samples.shape):
+                fail(node, name, f"must have the latent's shape {list(samples.shape)}", list(ts.shape))
+            if w > 0:
+                targets.append(ts)
+                weights.append(w)
+        if target_2 is None and weight_2 > 0:
+            fail(node, "weight_2", "must be 0 when target_2 is not connected", weight_2)
+        if not targets:
+            fail(node, "weight_1", "and weight_2 must not both be 0")
+        check_range(node, "steps", steps, 1, 1000)
+        check_range(node, "rounds", rounds, 1, 1000)
+        check_range(node, "lr_noise", lr_noise, 0.0, 10.0, lo_open=True)
+        check_range(node, "lr_image", lr_image, 0.0, 10.0, lo_open=True)
+        grad_guider, grad_patcher, ms, flow, sigma, checkpointing = prepare(node, guider, sigma, sigma_mode,
+                                                                           gradient_checkpointing)
+        process_in = grad_patcher.get_model_object("process_latent_in")
+        scale = weight_of_latent(ms, sigma)
+        found = {"losses": []}
+
+        def run(model_fn, x, sigmas, extra_args, callback):
+            with torch.inference_mode(False), torch.enable_grad():
+                ys = [process_in(t.float()).to(x.device).clone() for t in targets]
+                z = (x * scale).float().clone()
+                state, prediction = core.post_inversion_optimize(
+                    lambda v, s, **kw: model_fn(v, s, **kw).float(), z, sigma, ys, weights, flow, steps, rounds,
+                    lr_noise, lr_image, extra_args, None if callback is None else (
+                        lambda d: callback({"i": d["i"], "x": z, "denoised": d["denoised"]})), found["losses"])
+            found["state"] = state
+            return prediction
+        _, sampler = run_in_guider(grad_guider, samples, torch.tensor([sigma, 0.0]), run, total=steps * rounds)
+        process_out = grad_patcher.get_model_object("process_latent_out")
+        losses = found["losses"]
+        text = (f"{node}: σ={sigma:.4g}, {steps}×{rounds} steps, loss {losses[0]:.4g} → {losses[-1]:.4g} "
+                f"({losses[-1] / max(losses[0], 1e-30):.1%}), {sampler.counter['calls']} model calls, gradient "
+                f"checkpointing {checkpointing}")
+        return io.NodeOutput(output_latent(latent, process_out(sampler.state.float().cpu())),
+                             output_latent(latent, state_to_latent(ms, process_out, found["state"], sigma)),
+                             curve_image(losses), text)
+
+
+class FineTuneInversion(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="InversionSuite_FineTuneInversion", display_name="Fine-Tune Inversion", category=CATEGORY,
+            description="Fine-tuned inversion (our definition; the paper names it without an algorithm): trains "
+                        "small low-rank adapters on the attention query/key projections so that the one-step "
+                        "prediction from the inverted latent matches the target, and returns a MODEL patched "
+                        "through ComfyUI's weight wrappers. The loaded weights and the input MODEL are untouched.",
+            inputs=conditioning_inputs(io) + [
+                state_input(),
+                io.Latent.Input("target", tooltip="The image latent the one-step prediction should match."),
+                io.Int.Input("steps", default=100, min=1, max=10000, tooltip="Training steps (about 100)."),
+                io.Float.Input("learning_rate", default=1e-4, min=0.0, max=1.0, step=1e-5, round=False,
+                               tooltip="AdamW learning rate of the adapters (about 1e-4)."),
+                io.Int.Input("rank", default=4, min=1, max=128, tooltip="Adapter rank."),
+                io.Int.Input("seed", default=0, min=0, max=2 ** 31 - 1, tooltip="Seed of the adapters' init."),
+            ] + sigma_inputs(),
+            outputs=[
+                io.Model.Output(display_name="model", tooltip="The input model with the trained adapters."),
+                io.Image.Output(display_name="loss_curve", tooltip="Loss per step (log scale)."),
+                io.String.Output(display_name="report", tooltip="Adapted layers, initial and final loss."),
+            ])
+
+    @classmethod
+    def execute(cls, model, latent, target, steps, learning_rate, rank, seed, sigma, sigma_mode,
+                gradient_checkpointing, cfg=1.0, positive=None, negative=None, guider=None) -> io.NodeOutput:
+        node = "FineTuneInversion"
+        guider = make_guider(node, model, positive, negative, cfg, guider)
+        base = guider.model_patcher
+        samples = check_latent(node, "latent", latent, base)
+        ts = check_latent(node, "target", target, base)
+        if tuple(ts.shape) != tuple(samples.shape):
+            fail(node, "target", f"must have the latent's shape {list(samples.shape)}", list(ts.shape))
+        check_range(node, "steps", steps, 1, 10000)
+        check_range(node, "learning_rate", learning_rate, 0.0, 1.0, lo_open=True)
+        check_range(node, "rank", rank, 1, 128)
+        grad_guider, grad_patcher, ms, flow, sigma, _ = prepare(node, guider, sigma, sigma_mode, gradient_checkpointing)
+        generator = torch.Generator().manual_seed(seed)
+        adapters = {}
+        with torch.inference_mode(False):
+            for name, module in base.model.diffusion_model.named_modules():
+                weight = getattr(module, "weight", None)
+                if name.endswith(ADAPTED) and hasattr(module, "weight_function") and weight is not None:
+                    key = f"diffusion_model.{name}.weight"
+                    adapters[key] = LowRank(weight, min(rank, min(weight.shape[0], weight[0].numel())),
+                                            generator).to(weight.device)
+                    grad_patcher.add_weight_wrapper(key, adapters[key])
+        if not adapters:
+            fail(node, "model", "has no attention query/key projections to adapt")
+        process_in = grad_patcher.get_model_object("process_latent_in")
+        scale = weight_of_latent(ms, sigma)
+        losses = []
+
+        def run(model_fn, x, sigmas, extra_args, callback):
+            with torch.inference_mode(False), torch.enable_grad():
+                y = process_in(ts.float()).to(x.device).clone()
+                z = (x * scale).float().clone()
+                s_in = z.new_ones([z.shape[0]]) * sigma
+                params = [p for a in adapters.values() for p in a.parameters()]
+                opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
+                for i in range(steps):
+                    opt.zero_grad()
+                    prediction = model_fn(z, s_in, **extra_args).float()
+                    loss = (prediction - y).square().mean()
+                    loss.backward()
+                    opt.step()
+                    losses.append(float(loss.detach()))
+                    if callback is not None:
+                        callback({"i": i, "x": z, "denoised": prediction.detach()})
+            return prediction.detach()
+        run_in_guider(grad_guider, samples, torch.tensor([sigma, 0.0]), run, total=steps)
+        tuned = base.clone()
+        for key, adapter in adapters.items():
+            adapter.requires_grad_(False)
+            tuned.add_weight_wrapper(key, adapter)
+        text = (f"{node}: {len(adapters)} projections adapted (rank {rank}), {steps} steps at lr {learning_rate:g}, "
+                f"loss {losses[0]:.4g} → {losses[-1]:.4g}")
+        return io.NodeOutput(tuned, curve_image(losses), text)
