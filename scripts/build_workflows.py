@@ -195,7 +195,46 @@ def oscillation(g, note, a_name, b_name, schedule, prompt):
     return inv
 
 
+def visual_prompt(g):
+    g.note("**Visual-prompt editing (Flux).** Image A is the photo, image B the same photo with the edit pasted or "
+           "painted in. Group Inversion (A,B,B) finds the states; one centre (LatentFromBatch) is refined by "
+           "Post-Inversion Optimize toward B, with a little weight on A to keep the rest of the photo.")
+    model, clip, vae = flux(g)
+    _, cond = flux_guider(g, model, clip, "a photo of a living room with a red armchair", "prompt describing the edit")
+    a = encode_image(g, vae, "photo.png", "image A: photo")
+    b = encode_image(g, vae, "photo_with_pasted_edit.png", "image B: edited")
+    inv = g.node("InversionSuite_GroupInversion", model=model, positive=cond, image_a=a, image_b=b,
+                 schedule="A,B,B", sigma=0.4, iterations=24, burn_in=4)
+    pick = g.node("LatentFromBatch", title="pick a centre", samples=inv[1], batch_index=0, length=1)
+    opt = g.node("InversionSuite_PostInversionOptimize", model=model, positive=cond, latent=pick[0], target_1=b,
+                 weight_1=1.0, target_2=a, weight_2=0.2, sigma=0.4)
+    g.node("PreviewImage", title="loss", images=opt[2])
+    g.node("PreviewAny", source=opt[3])
+    save(g, vae, opt[0], "visual_prompt_edit")
+
+
+def enhance_chain(g):
+    g.note("**Enhancement chain (Flux): Oscillation Invert → Post-Inversion Optimize.** The degraded photo's "
+           "oscillation clusters are decoded; pick the cleanest centre (LatentFromBatch index) and refine its state "
+           "toward that centre, keeping a small weight on the photo for fidelity.")
+    model, clip, vae = flux(g)
+    _, cond = flux_guider(g, model, clip, "a portrait photo of a person, high quality", "prompt describing the image")
+    photo = encode_image(g, vae, "degraded.png", "degraded photo")
+    inv = g.node("InversionSuite_OscillationInvert", model=model, positive=cond, latent=photo, sigma=0.4,
+                 iterations=24, burn_in=4)
+    g.node("PreviewImage", title="all centres", images=g.node("VAEDecode", samples=inv[0], vae=vae)[0])
+    index = 2
+    state = g.node("LatentFromBatch", title="chosen centre (state)", samples=inv[1], batch_index=index, length=1)
+    clean = g.node("LatentFromBatch", title="chosen centre (decoded)", samples=inv[0], batch_index=index, length=1)
+    opt = g.node("InversionSuite_PostInversionOptimize", model=model, positive=cond, latent=state[0],
+                 target_1=clean[0], weight_1=1.0, target_2=photo, weight_2=0.2, sigma=0.4)
+    g.node("PreviewImage", title="loss", images=opt[2])
+    save(g, vae, opt[0], "enhanced")
+
+
 WORKFLOWS = {
+    "post_inversion_visual_prompt_flux": visual_prompt,
+    "oscillation_enhance_optimize_flux": enhance_chain,
     "fixed_point_edit_sd15": fixed_point_sd15,
     "fixed_point_edit_flux": fixed_point_flux,
     "bdia_edit_sd15": lambda g: bdia_edit(g, "SD1.5"),
