@@ -177,6 +177,48 @@ def host_rows():
                   "everything but the model ÷ model time"], rows)
 
 
+def optimisation_memory(size=64):
+    """Bytes autograd keeps for backward during one optimisation step's forward (activation memory), with and
+    without gradient checkpointing, tiny SD3 and Flux at a size×size latent: machine-independent."""
+    import hostlib
+    hostlib.require_comfyui()
+    import comfy.samplers
+    from inversion_suite.nodes.grad import differentiable
+    rows = []
+    for family in ("sd3", "flux"):
+        model = hostlib.tiny_model(family)
+        with torch.inference_mode():
+            model.model.load_state_dict({k: v.clone() for k, v in model.model.state_dict().items()})
+        for checkpointing in (False, True):
+            if family == "flux" and not checkpointing:
+                rows.append([family, "off", "— (Flux needs it: in-place block additions)", ""])
+                continue
+            saved = {"bytes": 0}
+
+            def pack(t):
+                saved["bytes"] += t.numel() * t.element_size()
+                return t
+
+            class Step(comfy.samplers.Sampler):
+                def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None,
+                           denoise_mask=None, disable_pbar=False):
+                    with torch.inference_mode(False), torch.enable_grad():
+                        z = latent_image.clone().requires_grad_(True)
+                        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                            loss = model_wrap(z, torch.full((z.shape[0],), 0.4), **extra_args).square().mean()
+                        start = time.perf_counter()
+                        loss.backward()
+                        saved["backward"] = time.perf_counter() - start
+                    return latent_image
+            guider = hostlib.guider(differentiable(model, checkpointing), family)
+            latent = torch.randn(1, 16, size, size)
+            with torch.inference_mode():
+                guider.sample(torch.zeros_like(latent), latent, Step(), torch.tensor([0.4, 0.0]))
+            rows.append([family, "on" if checkpointing else "off", f"{saved['bytes'] / 2 ** 20:.1f} MiB",
+                         f"{saved['backward'] * 1e3:.0f} ms"])
+    return table(["model (tiny)", "checkpointing", "kept for backward (one step)", "backward time (CPU)"], rows)
+
+
 def oscillation_figure(path):
     """The paper's toy (Fig. 2): trajectory, last predictions and pairwise-distance map, single and group target."""
     import matplotlib
@@ -227,6 +269,7 @@ def main():
     if not args.no_host:
         try:
             print("\n## Tiny ComfyUI models through the nodes (CPU, batch 2, 8 steps)\n\n" + host_rows())
+            print("\n## Post-inversion optimisation memory, 64×64 latent\n\n" + optimisation_memory())
         except BaseException as e:  # pytest.skip raises Skipped (a BaseException) when ComfyUI is absent
             print(f"\n(host rows skipped: {e})")
 
