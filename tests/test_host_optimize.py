@@ -117,9 +117,8 @@ def test_fine_tune_moves_prediction_and_leaves_input_model(family, loaded):
     assert torch.equal(d_again, d_before)
 
 
-def test_bad_input_is_a_clear_error(loaded, family):
-    if family != "sd3":
-        pytest.skip("one family is enough for the messages")
+def test_bad_input_is_a_clear_error():
+    family, loaded = "sd3", hostlib.tiny_model("sd3")
     with pytest.raises(ValueError, match=r"PostInversionOptimize: input 'target_1' must have the latent's shape"):
         optimize(loaded, family, target_1=hostlib.image_latent(family, size=8))
     with pytest.raises(ValueError, match=r"PostInversionOptimize: input 'weight_2' must be 0 when target_2 is not"):
