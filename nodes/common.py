@@ -146,15 +146,20 @@ def _sigma(s):
     return torch.tensor(float(s), dtype=torch.float32)
 
 
+def latent_weight(model_sampling, sigma):
+    """The weight of the latent in ``noise_scaling(σ, 0, L)`` (1 for ε/v models, 1 − σ for flow); 1 where it
+    vanishes (flow at σ = 1), where the raw state is stored instead."""
+    weight = float(model_sampling.noise_scaling(_sigma(sigma), torch.zeros(1), torch.ones(1)).flatten()[0])
+    return weight if weight > 1e-6 else 1.0
+
+
 def state_to_latent(model_sampling, process_out, x, sigma):
     """A LATENT that stock samplers with DisableNoise start from at ``sigma`` (solves noise_scaling(σ, 0, L) = x).
 
     Where that is impossible (flow models at σ = 1, where the latent's weight is 0) the raw state is returned;
     use the NOISE output there.
     """
-    x = x.float().cpu()
-    weight = float(model_sampling.noise_scaling(_sigma(sigma), torch.zeros(1), torch.ones(1)).flatten()[0])
-    return process_out(x / weight if weight > 1e-6 else x)
+    return process_out(x.float().cpu() / latent_weight(model_sampling, sigma))
 
 
 class InvertedNoise:

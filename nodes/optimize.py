@@ -5,7 +5,8 @@ import torch
 from comfy_api.v0_0_2 import io
 
 from .. import core
-from .common import (CATEGORY, check_latent, check_range, conditioning_inputs, fail, make_guider, model_family,
+from .common import (CATEGORY, check_latent, check_range, conditioning_inputs, fail, latent_weight, make_guider,
+                     model_family,
                      output_latent, run_in_guider, state_to_latent)
 from .grad import LowRank, differentiable, dit_blocks, needs_checkpointing
 from .oscillation import resolve_sigma
@@ -45,12 +46,6 @@ def prepare(node, guider, sigma, sigma_mode, checkpointing):
     grad_guider = copy.copy(guider)
     grad_guider.model_patcher, grad_guider.model_options = grad_patcher, grad_patcher.model_options
     return grad_guider, grad_patcher, ms, flow, sigma, checkpointing
-
-
-def weight_of_latent(ms, sigma):
-    """State = weight · process_in(LATENT) for the LATENTs our nodes emit at σ (see state_to_latent)."""
-    w = float(ms.noise_scaling(torch.tensor(sigma), torch.zeros(1), torch.ones(1)).flatten()[0])
-    return w if w > 1e-6 else 1.0
 
 
 class PostInversionOptimize(io.ComfyNode):
@@ -113,7 +108,7 @@ class PostInversionOptimize(io.ComfyNode):
         grad_guider, grad_patcher, ms, flow, sigma, checkpointing = prepare(node, guider, sigma, sigma_mode,
                                                                            gradient_checkpointing)
         process_in = grad_patcher.get_model_object("process_latent_in")
-        scale = weight_of_latent(ms, sigma)
+        scale = latent_weight(ms, sigma)
         found = {"losses": []}
 
         def run(model_fn, x, sigmas, extra_args, callback):
@@ -188,7 +183,7 @@ class FineTuneInversion(io.ComfyNode):
         if not adapters:
             fail(node, "model", "has no attention query/key projections to adapt")
         process_in = grad_patcher.get_model_object("process_latent_in")
-        scale = weight_of_latent(ms, sigma)
+        scale = latent_weight(ms, sigma)
         losses = []
 
         def run(model_fn, x, sigmas, extra_args, callback):
