@@ -1,5 +1,5 @@
 """BDIASampler and BDIAInvert: thin adapters over core.sample_bdia / invert_bdia (and O-BELM)."""
-from comfy_api.v0_0_2 import io
+from .api import io
 import comfy.samplers
 
 from .. import core

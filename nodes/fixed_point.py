@@ -1,6 +1,6 @@
 """FixedPointInvert and FixedPointInversionSampler: thin adapters over core.invert_fixed_point."""
 import torch
-from comfy_api.v0_0_2 import io
+from .api import io
 
 from .. import core
 from .common import (CATEGORY, CoreSampler, InvertedNoise, check_latent, check_range, check_sigmas,

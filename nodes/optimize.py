@@ -2,7 +2,7 @@
 import copy
 
 import torch
-from comfy_api.v0_0_2 import io
+from .api import io
 
 from .. import core
 from .common import (CATEGORY, check_latent, check_range, conditioning_inputs, fail, latent_weight, make_guider,

@@ -1,6 +1,6 @@
 """OscillationInvert and GroupInversion: thin adapters over core.oscillation."""
 import torch
-from comfy_api.v0_0_2 import io
+from .api import io
 import comfy.samplers
 
 from .. import core

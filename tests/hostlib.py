@@ -7,14 +7,28 @@ import sys
 import pytest
 import torch
 
-COMFYUI = pathlib.Path(os.environ.get("COMFYUI_PATH", pathlib.Path.home() / "ComfyUI")).expanduser()
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _find_comfyui():
+    """COMFYUI_PATH, else the tarball's unpacked tree that scripts/test.sh caches, else ~/ComfyUI."""
+    if os.environ.get("COMFYUI_PATH"):
+        return pathlib.Path(os.environ["COMFYUI_PATH"]).expanduser()
+    cached = sorted(ROOT.glob(".cache/ComfyUI-*/comfy/samplers.py"))
+    return cached[-1].parents[1] if cached else pathlib.Path.home() / "ComfyUI"
+
+
+COMFYUI = _find_comfyui()
 
 
 def require_comfyui():
-    """Skip the calling test module, with the reason printed, when no ComfyUI is found."""
+    """Skip the calling test module, with the reason printed, when no ComfyUI is found; fail instead when
+    INVERSION_SUITE_REQUIRE_HOST is set (scripts/test.sh sets it once it has set a host up)."""
     if not (COMFYUI / "comfy" / "samplers.py").is_file():
-        pytest.skip(f"host tier: no ComfyUI at {COMFYUI} (set COMFYUI_PATH to a ComfyUI checkout)",
-                    allow_module_level=True)
+        reason = f"host tier: no ComfyUI at {COMFYUI} (set COMFYUI_PATH to a ComfyUI checkout)"
+        if os.environ.get("INVERSION_SUITE_REQUIRE_HOST"):
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason, allow_module_level=True)
     if str(COMFYUI) not in sys.path:
         sys.path.append(str(COMFYUI))
     from comfy.cli_args import args
