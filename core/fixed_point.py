@@ -80,11 +80,13 @@ def _rel(a, b):
 @torch.no_grad()
 def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable=None, max_iter=10, tol=1e-6,
                        criterion="intra", anderson=3, perturbation=1.0, flow=False, generator=None,
-                       diagnostics=None):
+                       diagnostics=None, shrink=True):
     """Invert along ascending ``sigmas`` (σ_0 may be 0), solving each step by fixed-point iteration.
 
-    Every image of the batch stops as soon as its own criterion is below ``tol``; later model calls are made on
-    the images still iterating only (``model`` must accept any sub-batch of the images).
+    Every image of the batch stops as soon as its own criterion is below ``tol``; with ``shrink`` (the default)
+    later model calls are made on the images still iterating only, so ``model`` must accept any sub-batch of the
+    images. ``shrink=False`` evaluates every image in every call (for conditioning that differs per image) and
+    still updates only the images iterating; ``evaluations`` then counts every image.
 
     Args:
         model: denoiser ``model(x, sigma_batch, **extra_args) -> D``.
@@ -133,8 +135,12 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
         for k in range(max_iter):
             rows = torch.cat([active, active + b]) if two_paths else active
             zr = z[rows]
-            denoised = model(zr, batch_sigma(zr, sigma_next), **extra_args)
-            calls, evaluations = calls + 1, evaluations + rows.numel()
+            if shrink:
+                denoised = model(zr, batch_sigma(zr, sigma_next), **extra_args)
+                calls, evaluations = calls + 1, evaluations + rows.numel()
+            else:
+                denoised = model(z, batch_sigma(z, sigma_next), **extra_args)[rows]
+                calls, evaluations = calls + 1, evaluations + z.shape[0]
             fz = x_i[rows] + (sigma_next - sigma) / sigma_next * (zr - denoised)
             n = active.numel()
             intra = _rel(fz[:n], zr[:n])
