@@ -7,10 +7,14 @@ Inverting one step σ_i → σ_{i+1} exactly means finding the ``z`` that the pl
 
 Naive DDIM inversion is one Picard step from ``z = x_i``. Iterating to convergence is the
 fixed-point inversion of Pan et al., "Effective Real Image Editing with Accelerated Iterative
-Diffusion Inversion" (AIDI, ICCV 2023), who add Anderson acceleration; the stopping rule may be the
-intra-path residual ‖f(z) − z‖ or the inter-path loss ‖f(z) − f(ẑ)‖ of "Exploring Fixed Point in
-Image Editing" (NeurIPS 2024), where ẑ starts from a perturbed guess and follows the same map.
-Both paths share one batched model call.
+Diffusion Inversion" (AIDI, ICCV 2023), who add Anderson acceleration and stop on the intra-path
+residual ‖f(z) − z‖. "Exploring Fixed Point in Image Editing" (NeurIPS 2024) instead stops on the
+inter-path loss ‖f(z) − f(ẑ)‖, where a second path ẑ starts at ``z + N(0, I)`` in the model's own
+latent and both paths follow plain Picard iteration; both paths share one batched model call.
+
+Cost is counted in model evaluations per image (batch elements evaluated): every image stops as soon
+as its own criterion is met and is not evaluated again, so a converged image costs nothing more while
+the others iterate.
 """
 import torch
 from tqdm.auto import trange
@@ -19,57 +23,92 @@ from .frame import batch_sigma
 
 
 class Anderson:
-    """Type-II Anderson mixing over a window of ``m`` past iterates, per batch element.
+    """Type-II Anderson mixing over a window of ``m`` past iterates, per batch row (AIDI).
 
-    Given ``z`` and ``f(z)``, returns the next iterate ``f(z) − ΔF γ`` with
-    ``γ = argmin ‖r − ΔR γ‖``, where ``r = f(z) − z`` and ΔR, ΔF hold the differences of the last
+    Given ``z`` and ``f(z)`` for some rows of a batch, returns the next iterate ``f(z) − ΔF γ`` with
+    ``γ = argmin ‖r − ΔR γ‖``, where ``r = f(z) − z`` and ΔR, ΔF hold the differences of the row's last
     residuals and map values. ``m = 0`` is plain Picard iteration.
+
+    The least-squares problem is solved on unit-norm columns of ΔR with a fixed ridge (1e-10 of the unit
+    diagonal, in float64), so nothing underflows whatever the state's dtype. A history column whose norm is
+    at the rounding level of the state (a row that stopped moving, an all-zero image, float16/bfloat16
+    round-off) is unusable and gets no weight; a row without usable history takes the plain step ``f(z)``,
+    and so does a row whose mixed iterate would not be finite.
     """
 
-    def __init__(self, m):
-        self.m, self.dr, self.df, self.last = m, [], [], None
+    RIDGE = 1e-10
 
-    def __call__(self, z, fz):
+    def __init__(self, m, rows):
+        self.m, self.rows, self.dr, self.df, self.last = m, rows, [], [], None
+
+    def __call__(self, z, fz, rows):
+        """Next iterate for ``rows`` (indices into the batch of ``self.rows``; z and fz hold those rows only)."""
         if self.m == 0:
             return fz
-        shape = z.shape
-        f, r = fz.flatten(1), (fz - z).flatten(1)
-        if self.last is not None:
-            self.dr = (self.dr + [r - self.last[0]])[-self.m:]
-            self.df = (self.df + [f - self.last[1]])[-self.m:]
-        self.last = (r, f)
+        f, r = fz.flatten(1).double(), (fz - z).flatten(1).double()
+        if self.last is None:
+            self.last = [f.new_zeros((self.rows, f.shape[1])), f.new_zeros((self.rows, f.shape[1]))]
+        else:
+            dr, df = torch.zeros_like(self.last[0]), torch.zeros_like(self.last[1])
+            dr[rows], df[rows] = r - self.last[0][rows], f - self.last[1][rows]
+            self.dr, self.df = (self.dr + [dr])[-self.m:], (self.df + [df])[-self.m:]
+        self.last[0][rows], self.last[1][rows] = r, f
         if not self.dr:
             return fz
-        dR, dF = torch.stack(self.dr, -1).double(), torch.stack(self.df, -1).double()
-        gram = dR.transpose(1, 2) @ dR
-        ridge = 1e-12 * gram.diagonal(dim1=1, dim2=2).amax(-1).clamp_min(1e-300)
-        gram = gram + ridge[:, None, None] * torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-        coef = torch.linalg.solve(gram, dR.transpose(1, 2) @ r.double().unsqueeze(-1))
-        return (f.double() - (dF @ coef).squeeze(-1)).to(fz.dtype).reshape(shape)
+        dR = torch.stack([d[rows] for d in self.dr], -1)                     # [n, d, k]
+        dF = torch.stack([d[rows] for d in self.df], -1)
+        norms = dR.norm(dim=1)                                               # [n, k]
+        floor = 8 * torch.finfo(fz.dtype).eps * f.norm(dim=1, keepdim=True)  # rounding level of the row
+        usable = (norms > floor) & torch.isfinite(norms)
+        unit = torch.where(usable[:, None], dR / norms.clamp_min(1e-300)[:, None], torch.zeros_like(dR))
+        eye = torch.eye(unit.shape[-1], dtype=unit.dtype, device=unit.device)
+        gram = unit.transpose(1, 2) @ unit + self.RIDGE * eye + torch.diag_embed((~usable).to(unit.dtype))
+        coef = torch.linalg.solve(gram, unit.transpose(1, 2) @ r.unsqueeze(-1)).squeeze(-1)
+        coef = torch.where(usable, coef / norms.clamp_min(1e-300), torch.zeros_like(coef))
+        mixed = f - (dF.nan_to_num(0.0) @ coef.unsqueeze(-1)).squeeze(-1)
+        good = usable.any(1) & torch.isfinite(mixed).all(1)
+        return torch.where(good[:, None], mixed, f).to(fz.dtype).reshape(fz.shape)
 
 
 def _rel(a, b):
-    """Per-sample relative RMS ‖a − b‖ / ‖b‖."""
-    return (a - b).flatten(1).norm(dim=1) / b.flatten(1).norm(dim=1).clamp_min(1e-30)
+    """Per-sample relative RMS ‖a − b‖ / ‖b‖ (an all-zero ``b`` counts as 1, so a zero residual is 0)."""
+    a, b = a.flatten(1).double(), b.flatten(1).double()
+    norm = b.norm(dim=1)
+    return (a - b).norm(dim=1) / torch.where(norm > 0, norm, torch.ones_like(norm))
 
 
 @torch.no_grad()
 def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable=None, max_iter=10, tol=1e-6,
-                       criterion="inter", anderson=3, perturbation=0.5, generator=None, diagnostics=None):
+                       criterion="intra", anderson=3, perturbation=1.0, flow=False, generator=None,
+                       diagnostics=None, shrink=True):
     """Invert along ascending ``sigmas`` (σ_0 may be 0), solving each step by fixed-point iteration.
+
+    Every image of the batch stops as soon as its own criterion is below ``tol``; with ``shrink`` (the default)
+    later model calls are made on the images still iterating only, so ``model`` must accept any sub-batch of the
+    images. ``shrink=False`` evaluates every image in every call (for conditioning that differs per image) and
+    still updates only the images iterating; ``evaluations`` then counts every image.
 
     Args:
         model: denoiser ``model(x, sigma_batch, **extra_args) -> D``.
         x: the clean latent at ``sigmas[0]``, shape [B, ...]; batched elements are solved independently.
         sigmas: ascending noise levels, e.g. a flipped sampling schedule ``[0, …, σ_max]``.
-        max_iter: model calls per step at most (≥ 1); ``max_iter=1`` is naive DDIM inversion.
-        tol: stop a step once the criterion, as a relative RMS, is below ``tol`` for every element.
-        criterion: ``"intra"`` stops on ‖f(z) − z‖/‖f(z)‖ (AIDI); ``"inter"`` on ‖f(z) − f(ẑ)‖/‖f(z)‖ with a
-            second path ẑ started at ``z + perturbation·σ_{i+1}·N(0, I)`` (NeurIPS 2024), batched with the first.
-        anderson: Anderson window m (0 = plain Picard iteration).
+        max_iter: iterations (model evaluations per image and path) per step at most (≥ 1); ``max_iter=1`` is naive
+            DDIM inversion.
+        tol: an image stops once its criterion, a relative RMS, is below ``tol``.
+        criterion: ``"intra"`` stops on ‖f(z) − z‖/‖z‖ (AIDI, FPI); ``"inter"`` on ‖f(ẑ) − f(z)‖/‖f(z)‖ with a second
+            path ẑ started at ``z + perturbation·N(0, I)`` in the model's own latent (NeurIPS 2024), batched with the
+            first: the state in ComfyUI's VE space is √(1+σ²) times the model's latent, so the perturbation there is
+            ``perturbation·√(1+σ_{i+1}²)·N(0, I)``; for rectified flow (``flow=True``) it is
+            ``perturbation·N(0, I)``. Each inter-path iteration costs two evaluations per image.
+        anderson: Anderson window m for either criterion (0 = plain Picard iteration, the NeurIPS 2024 setting).
+        perturbation: inter-path only, the scale of N(0, I) (1 = the paper).
+        flow: the model is rectified flow (state = model latent) rather than VE-scaled ε/v.
         generator: torch.Generator for the inter-path perturbation.
-        diagnostics: optional list; one dict per step is appended with the model calls, the final intra-path
-            residual and (for ``"inter"``) the inter-path loss, each the worst over the batch.
+        diagnostics: optional list; one dict per step is appended with ``model_calls``, ``evaluations`` (batch
+            elements evaluated), ``evaluations_per_image``, ``iterations`` (most over the images), ``converged``
+            (images that met ``tol``), the final intra-path residual and (``"inter"``) the inter-path loss, each the
+            worst over the batch, and ``trace``: per iteration, the worst intra-path and inter-path values over the
+            images still iterating.
 
     Returns: the latent at ``sigmas[-1]``.
     """
@@ -84,20 +123,45 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
         z = x_i.clone()
         if two_paths:
             noise = torch.randn(x.shape, generator=generator, device="cpu", dtype=torch.float32)
-            z[b:] += perturbation * sigma_next * noise.to(x.device, x.dtype)
-        mixer = Anderson(anderson)
+            scale = perturbation * (1.0 if flow else (1 + float(sigma_next) ** 2) ** 0.5)
+            z[b:] += scale * noise.to(x.device, x.dtype)
+        mixer = Anderson(anderson, z.shape[0])
+        out, denoised_out = x.clone(), torch.empty_like(x)
+        intra_out, inter_out = torch.zeros(b, dtype=torch.float64), torch.zeros(b, dtype=torch.float64)
+        iterations = torch.zeros(b, dtype=torch.long)
+        active = torch.arange(b, device=x.device)
+        calls = evaluations = 0
+        trace = []
         for k in range(max_iter):
-            denoised = model(z, batch_sigma(z, sigma_next), **extra_args)
-            fz = x_i + (sigma_next - sigma) / sigma_next * (z - denoised)
-            intra = _rel(fz[:b], z[:b])
-            inter = _rel(fz[b:], fz[:b]) if two_paths else intra
-            if bool((inter < tol).all()) or k == max_iter - 1:
+            rows = torch.cat([active, active + b]) if two_paths else active
+            zr = z[rows]
+            if shrink:
+                denoised = model(zr, batch_sigma(zr, sigma_next), **extra_args)
+                calls, evaluations = calls + 1, evaluations + rows.numel()
+            else:
+                denoised = model(z, batch_sigma(z, sigma_next), **extra_args)[rows]
+                calls, evaluations = calls + 1, evaluations + z.shape[0]
+            fz = x_i[rows] + (sigma_next - sigma) / sigma_next * (zr - denoised)
+            n = active.numel()
+            intra = _rel(fz[:n], zr[:n])
+            inter = _rel(fz[n:], fz[:n]) if two_paths else intra
+            out[active], denoised_out[active] = fz[:n], denoised[:n]
+            cpu = active.cpu()
+            intra_out[cpu], inter_out[cpu], iterations[cpu] = intra.cpu(), inter.cpu(), k + 1
+            trace.append((float(intra.max()), float(inter.max()) if two_paths else None))
+            keep = inter >= tol
+            if k == max_iter - 1 or not bool(keep.any()):
                 break
-            z = mixer(z, fz)
-        x = fz[:b]
+            z[rows] = mixer(zr, fz, rows)
+            active = active[keep]
+        x = out
         if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigma_next, "sigma_hat": sigma_next, "denoised": denoised[:b]})
+            callback({"x": x, "i": i, "sigma": sigma_next, "sigma_hat": sigma_next, "denoised": denoised_out})
         if diagnostics is not None:
-            diagnostics.append({"step": i, "sigma": float(sigma_next), "model_calls": k + 1,
-                                "intra": float(intra.max()), "inter": float(inter.max()) if two_paths else None})
+            final = inter_out if two_paths else intra_out
+            diagnostics.append({"step": i, "sigma": float(sigma_next), "model_calls": calls,
+                                "evaluations": evaluations, "evaluations_per_image": evaluations / b,
+                                "iterations": int(iterations.max()), "converged": int((final < tol).sum()),
+                                "images": b, "intra": float(intra_out.max()),
+                                "inter": float(inter_out.max()) if two_paths else None, "trace": trace})
     return x

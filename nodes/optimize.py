@@ -55,8 +55,9 @@ class PostInversionOptimize(io.ComfyNode):
             node_id="InversionSuite_PostInversionOptimize", display_name="Post-Inversion Optimize",
             category=CATEGORY,
             description="Refines an inverted latent by AdamW through the frozen model (Oscillation Inversion's "
-                        "post-inversion optimisation): z = α·x̂ + σ·ε, minimising Σ w_j‖D(z, σ) − y_j‖², the last "
-                        "prediction becoming each round's source. Works on SD1.x/SDXL, SD3 and Flux.",
+                        "post-inversion optimisation): z = x̂ + σ·v, minimising Σ w_j‖D(z, σ) − y_j‖², each round "
+                        "re-splitting the state (x̂ = D(z)); returns the best state evaluated and its prediction. "
+                        "Works on SD1.x/SDXL, SD3 and Flux.",
             inputs=conditioning_inputs(io) + [
                 state_input(),
                 io.Latent.Input("target_1", tooltip="Target image latent (e.g. a pasted or stroke-edited image)."),
@@ -67,14 +68,15 @@ class PostInversionOptimize(io.ComfyNode):
                 io.Int.Input("steps", default=6, min=1, max=1000, tooltip="AdamW steps per round (paper: 6)."),
                 io.Int.Input("rounds", default=20, min=1, max=1000, tooltip="Rounds (paper: 20)."),
                 io.Float.Input("lr_noise", default=0.05, min=0.0, max=10.0, step=0.001,
-                               tooltip="Learning rate of ε (paper: 0.05)."),
+                               tooltip="Learning rate of the noise part v (paper: 0.05)."),
                 io.Float.Input("lr_image", default=0.01, min=0.0, max=10.0, step=0.001,
                                tooltip="Learning rate of x̂ (paper: 0.01)."),
             ] + sigma_inputs(),
             outputs=[
-                io.Latent.Output(display_name="optimized", tooltip="The last one-step prediction (a clean latent)."),
-                io.Latent.Output(display_name="state", tooltip="The optimised state at σ, for DisableNoise sampling "
-                                                               "on the sigmas from σ down."),
+                io.Latent.Output(display_name="optimized", tooltip="The one-step prediction D(state) of the returned state "
+                                                                   "(a clean latent)."),
+                io.Latent.Output(display_name="state", tooltip="The optimised state at σ (the best one evaluated), for "
+                                                               "DisableNoise sampling on the sigmas from σ down."),
                 io.Image.Output(display_name="loss_curve", tooltip="Loss per step (log scale)."),
                 io.String.Output(display_name="report", tooltip="Initial and final loss, model calls."),
             ])
@@ -109,7 +111,7 @@ class PostInversionOptimize(io.ComfyNode):
                                                                            gradient_checkpointing)
         process_in = grad_patcher.get_model_object("process_latent_in")
         scale = latent_weight(ms, sigma)
-        found = {"losses": []}
+        found = {"losses": [], "summary": {}}
 
         def run(model_fn, x, sigmas, extra_args, callback):
             with torch.inference_mode(False), torch.enable_grad():
@@ -118,15 +120,17 @@ class PostInversionOptimize(io.ComfyNode):
                 state, prediction = core.post_inversion_optimize(
                     lambda v, s, **kw: model_fn(v, s, **kw).float(), z, sigma, ys, weights, flow, steps, rounds,
                     lr_noise, lr_image, extra_args, None if callback is None else (
-                        lambda d: callback({"i": d["i"], "x": z, "denoised": d["denoised"]})), found["losses"])
+                        lambda d: callback({"i": d["i"], "x": z, "denoised": d["denoised"]})), found["losses"],
+                    summary=found["summary"])
             found["state"] = state
             return prediction
         _, sampler = run_in_guider(grad_guider, samples, torch.tensor([sigma, 0.0]), run, total=steps * rounds)
         process_out = grad_patcher.get_model_object("process_latent_out")
-        losses = found["losses"]
-        text = (f"{node}: σ={sigma:.4g}, {steps}×{rounds} steps, loss {losses[0]:.4g} → {losses[-1]:.4g} "
-                f"({losses[-1] / max(losses[0], 1e-30):.1%}), {sampler.counter['calls']} model calls, gradient "
-                f"checkpointing {checkpointing}")
+        losses, summary = found["losses"], found["summary"]
+        text = (f"{node}: σ={sigma:.4g}, {steps}×{rounds} steps, loss {summary['initial']:.4g} → {summary['loss']:.4g} "
+                f"({summary['loss'] / max(summary['initial'], 1e-30):.1%}; the best state evaluated, never worse than "
+                f"the input), {summary['evaluations_per_image']} model evaluations per image "
+                f"({sampler.counter['calls']} calls), gradient checkpointing {checkpointing}")
         return io.NodeOutput(output_latent(latent, process_out(sampler.state.float().cpu())),
                              output_latent(latent, state_to_latent(ms, process_out, found["state"], sigma)),
                              curve_image(losses), text)

@@ -1,12 +1,18 @@
-"""Benchmarks (not tests): model calls (NFE) and reconstruction error per method, the γ trade-off of BDIA,
-the pack's own time per model call as a ratio to the model call, and the oscillation toy figure.
+"""Benchmarks (not tests). Every README figure comes from this one command.
 
-    python scripts/benchmark.py [--out bench_out]        # core tier, analytic model
-    COMFYUI_PATH=~/ComfyUI python scripts/benchmark.py   # adds tiny SD1.5 / SD3 / Flux through the nodes
+    python scripts/benchmark.py [--out bench_out]        # core tier (analytic model) + tiny ComfyUI models
+    python scripts/benchmark.py --no-host                # core tier only
+    python scripts/benchmark.py --gpu                    # full-size random-weight SD1.5 / SDXL / Flux-dev, bf16
+    python scripts/benchmark.py --gpu --reduced          # the same code at reduced depth on CPU (its own test)
+
+Output: first the machine-independent figures (model evaluations per image, round-trip errors, bytes kept for
+backward), then the timings under a heading naming the machine they were taken on. Figures (PNG) need matplotlib
+and are skipped with a note without it. Cost is counted in model evaluations per image (batch elements evaluated).
 """
 import argparse
 import math
 import pathlib
+import platform
 import sys
 import time
 
@@ -21,9 +27,13 @@ from inversion_suite.core.toy import GaussianMixtureDenoiser, flow_sigmas, make_
 
 FP_METHODS = {  # name: invert_fixed_point options
     "naive DDIM inversion": dict(max_iter=1),
-    "fixed point, Picard, intra-path 1e-6": dict(max_iter=50, tol=1e-6, anderson=0, criterion="intra"),
-    "fixed point, Anderson, inter-path 1e-6": dict(max_iter=10, tol=1e-6, anderson=3, criterion="inter"),
-    "fixed point, Anderson, inter-path 1e-9": dict(max_iter=20, tol=1e-9, anderson=3, criterion="inter"),
+    "Picard, intra-path 1e-6": dict(max_iter=50, tol=1e-6, anderson=0, criterion="intra"),
+    "Anderson, intra-path 1e-4 (node defaults)": dict(max_iter=10, tol=1e-4, anderson=3, criterion="intra"),
+    "Anderson, intra-path 1e-6": dict(max_iter=10, tol=1e-6, anderson=3, criterion="intra"),
+    "Anderson, intra-path 1e-9": dict(max_iter=20, tol=1e-9, anderson=3, criterion="intra"),
+    "paper: Picard, inter-path 1e-4": dict(max_iter=20, tol=1e-4, anderson=0, criterion="inter"),
+    "paper: Picard, inter-path 1e-6": dict(max_iter=50, tol=1e-6, anderson=0, criterion="inter"),
+    "Anderson, inter-path 1e-6": dict(max_iter=10, tol=1e-6, anderson=3, criterion="inter"),
 }
 
 
@@ -33,20 +43,49 @@ def table(header, rows):
     return "\n".join(lines)
 
 
+def fixed_point_run(flow, steps, options, diagnostics=None):
+    model = make_mixture(flow=flow)
+    sigmas = flow_sigmas(steps) if flow else ve_sigmas(steps)
+    x0 = model.sample(2, generator=torch.Generator().manual_seed(1))
+    diagnostics = [] if diagnostics is None else diagnostics
+    top = core.invert_fixed_point(model, x0, sigmas.flip(0), disable=True, flow=flow, diagnostics=diagnostics,
+                                  generator=torch.Generator().manual_seed(0), **options)
+    per_image = sum(d["evaluations_per_image"] for d in diagnostics)
+    err = float(core.rel_rms(core.sample_euler(model, top, sigmas, disable=True), x0).max())
+    return per_image, err
+
+
 def core_fixed_point(steps=20):
     rows = []
     for flow in (False, True):
-        model = make_mixture(flow=flow)
-        sigmas = flow_sigmas(steps) if flow else ve_sigmas(steps)
-        x0 = model.sample(2, generator=torch.Generator().manual_seed(1))
         for name, options in FP_METHODS.items():
-            model.calls = 0
-            top = core.invert_fixed_point(model, x0, sigmas.flip(0), disable=True,
-                                          generator=torch.Generator().manual_seed(0), **options)
-            calls = model.calls
-            err = float(core.rel_rms(core.sample_euler(model, top, sigmas, disable=True), x0).max())
-            rows.append(["flow" if flow else "ε (VE)", name, f"{calls / steps:.2f}", f"{err:.1e}"])
-    return table(["model", "method", "NFE per step (inversion)", "round-trip rel. RMS"], rows)
+            per_image, err = fixed_point_run(flow, steps, options)
+            rows.append(["flow" if flow else "ε (VE)", name, f"{per_image:.0f}", f"{per_image / steps:.2f}",
+                         f"{err:.1e}"])
+    return table(["model", "method", "evaluations per image", "per image per step", "round-trip rel. RMS"], rows)
+
+
+def intra_versus_inter(steps=20, tol=1e-4):
+    """When does the intra-path rule stop where the paper's inter-path rule would not? Both paths plain Picard
+    (the paper); from each step's trace, the iteration at which ‖f(z) − z‖ first fell below ``tol`` against the one
+    at which ‖f(z) − f(ẑ)‖ did, and the round trip each rule gives when run on its own."""
+    rows = []
+    for flow in (False, True):
+        diagnostics = []
+        fixed_point_run(flow, steps, dict(max_iter=50, tol=tol, anderson=0, criterion="inter"), diagnostics)
+        earlier, saved = 0, 0
+        for d in diagnostics:
+            first_intra = next((k + 1 for k, (intra, _) in enumerate(d["trace"]) if intra < tol), d["iterations"])
+            if first_intra < d["iterations"]:
+                earlier += 1
+                saved += d["iterations"] - first_intra
+        intra_cost, intra_err = fixed_point_run(flow, steps, dict(max_iter=50, tol=tol, anderson=0, criterion="intra"))
+        inter_cost, inter_err = fixed_point_run(flow, steps, dict(max_iter=50, tol=tol, anderson=0, criterion="inter"))
+        rows.append(["flow" if flow else "ε (VE)", f"{earlier}/{len(diagnostics)}", f"{saved / steps:.2f}",
+                     f"{intra_cost:.0f} / {intra_err:.1e}", f"{inter_cost:.0f} / {inter_err:.1e}"])
+    return table(["model", "steps where intra-path stops first", "iterations earlier per step",
+                  "intra-path: evaluations per image / round trip", "inter-path: evaluations per image / round trip"],
+                 rows)
 
 
 def core_bdia(steps=50):
@@ -82,7 +121,7 @@ def overhead(repeats=10):
     for name, shape in [("SD1.5 512²", (1, 4, 64, 64)), ("SDXL/Flux 1024²", (1, 16, 128, 128))]:
         x = torch.randn(shape)
         conv = torch.nn.Conv2d(shape[1], shape[1], 3, padding=1)
-        for label, fn in [("fixed point (Anderson m=3, 2 paths)", lambda m: core.invert_fixed_point(
+        for label, fn in [("fixed point (Anderson m=3, intra-path)", lambda m: core.invert_fixed_point(
                               m, x.double(), torch.tensor([0.5, 0.6], dtype=torch.float64), max_iter=5, tol=0.0,
                               disable=True)),
                           ("BDIA (float64 recurrence)", lambda m: core.sample_bdia(
@@ -108,90 +147,131 @@ def overhead(repeats=10):
     return table(["latent", "our code", "own time per model call", "stand-in model call", "ratio"], rows)
 
 
+def machine():
+    """The machine timings were taken on, in words."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return (f"{cpu}, {torch.get_num_threads()} torch threads{gpu}; {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}, torch {torch.__version__}")
+
+
+def timed_model(model):
+    """A clone of a ModelPatcher whose diffusion-model calls are timed (synchronised on GPU) and counted in
+    evaluations (batch elements)."""
+    spent = {"model": 0.0, "calls": 0, "evaluations": 0}
+
+    def sync():
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    def wrapper(apply_model, args):
+        sync()
+        start = time.perf_counter()
+        out = apply_model(args["input"], args["timestep"], **args["c"])
+        sync()
+        spent["model"] += time.perf_counter() - start
+        spent["calls"] += 1
+        spent["evaluations"] += args["input"].shape[0]
+        return out
+    patched = model.clone()
+    patched.set_model_unet_function_wrapper(wrapper)
+    return patched, spent
+
+
+def node_args(cls, **values):
+    """A node's schema defaults, updated with ``values`` (so the benchmark follows the nodes' defaults)."""
+    args = {i.id: i.default for i in cls.define_schema().inputs if getattr(i, "default", None) is not None}
+    args.update(values)
+    return args
+
+
 def host_rows():
-    """Tiny ComfyUI models through the nodes: NFE, error, and our time per model call as a ratio."""
+    """Tiny ComfyUI models through the nodes at their defaults, batch 2, 8 steps: evaluations per image and round
+    trip (machine-independent), and everything-but-the-model time ÷ model time (timing)."""
     import hostlib
     hostlib.require_comfyui()
     from comfy_extras.nodes_custom_sampler import FlipSigmas
     from inversion_suite.nodes.bdia import BDIAInvert, BDIASampler
     from inversion_suite.nodes.fixed_point import FixedPointInvert
-    rows = []
+    rows, timings = [], []
     for family in hostlib.FAMILIES:
-        model = hostlib.tiny_model(family)
-        spent = {"model": 0.0, "calls": 0}
-
-        def wrapper(apply_model, args):
-            start = time.perf_counter()
-            out = apply_model(args["input"], args["timestep"], **args["c"])
-            spent["model"] += time.perf_counter() - start
-            spent["calls"] += 1
-            return out
-        patched = model.clone()
-        patched.set_model_unet_function_wrapper(wrapper)
+        patched, spent = timed_model(hostlib.tiny_model(family))
         latent, sigmas = hostlib.image_latent(family), hostlib.sigmas(patched, 8)
         for cfg in (1.0, 3.0):
             guider = hostlib.guider(patched, family, cfg)
 
             def measure(label, fn):
-                spent.update(model=0.0, calls=0)
+                spent.update(model=0.0, calls=0, evaluations=0)
                 start = time.perf_counter()
                 with torch.inference_mode():
-                    rec, calls = fn()
+                    rec, evaluations = fn()
                 total = time.perf_counter() - start
                 ratio = (total - spent["model"]) / spent["model"]
-                rows.append([family, cfg, label, calls, f"{hostlib.rel(rec, latent['samples']):.1e}", f"{ratio:.2f}"])
+                rows.append([family, cfg, label, f"{evaluations / 2 / 8:.2f}",
+                             f"{hostlib.rel(rec, latent['samples']):.1e}"])
+                timings.append([family, cfg, label, f"{ratio:.2f}"])
 
-            def fixed(max_iterations):
+            def fixed(**options):
                 def run():
-                    inv = FixedPointInvert.execute(model=patched, latent=latent, sigmas=sigmas, guider=guider,
-                                                   max_iterations=max_iterations, tolerance=1e-5,
-                                                   criterion="inter-path", anderson_window=3, perturbation=0.5,
-                                                   seed=0).args
-                    calls = spent["calls"]
+                    inv = FixedPointInvert.execute(**node_args(FixedPointInvert, model=patched, latent=latent,
+                                                               sigmas=sigmas, guider=guider, **options)).args
+                    evaluations = spent["evaluations"]
                     return hostlib.stock_sample(inv[1], guider, hostlib.euler(), sigmas,
-                                                hostlib.empty_like(latent)), calls
+                                                hostlib.empty_like(latent)), evaluations
                 return run
 
             def exact(method):
                 def run():
-                    noise, inversion, _, _ = BDIAInvert.execute(model=patched, latent=latent, sigmas=sigmas,
-                                                                method=method, gamma=0.96, guider=guider).args
-                    calls = spent["calls"]
+                    noise, inversion, _, _ = BDIAInvert.execute(**node_args(
+                        BDIAInvert, model=patched, latent=latent, sigmas=sigmas, method=method, gamma=0.96,
+                        guider=guider)).args
+                    evaluations = spent["evaluations"]
                     sampler = BDIASampler.execute(method=method, gamma=0.96, inversion=inversion).args[0]
-                    return hostlib.stock_sample(noise, guider, sampler, sigmas, hostlib.empty_like(latent)), calls
+                    return hostlib.stock_sample(noise, guider, sampler, sigmas, hostlib.empty_like(latent)), evaluations
                 return run
 
             def stock():
                 inv = hostlib.stock_sample(hostlib.disable_noise(), guider, hostlib.euler(),
                                            FlipSigmas().get_sigmas(sigmas)[0], latent)
-                calls = spent["calls"]
+                evaluations = spent["evaluations"]
                 return hostlib.stock_sample(hostlib.disable_noise(), guider, hostlib.euler(), sigmas,
-                                            {"samples": inv}), calls
+                                            {"samples": inv}), evaluations
             if family == "sd15":
                 measure("stock FlipSigmas + euler", stock)
-            measure("FixedPointInvert, naive (1 iteration)", fixed(1))
-            measure("FixedPointInvert, Anderson, inter-path 1e-5", fixed(10))
+            measure("FixedPointInvert, naive (1 iteration)", fixed(max_iterations=1))
+            measure("FixedPointInvert, defaults (Anderson, intra-path 1e-4)", fixed())
+            measure("FixedPointInvert, paper (Picard, inter-path 1e-4)", fixed(criterion="inter-path"))
             measure("BDIA γ=0.96", exact("bdia"))
             measure("O-BELM", exact("o-belm"))
-    return table(["model", "cfg", "method", "NFE (inversion, 8 steps)", "round-trip rel. RMS",
-                  "everything but the model ÷ model time"], rows)
+    note = "evaluations are network passes: cfg 3 evaluates conditional and unconditional, twice cfg 1"
+    return (table(["model", "cfg", "method", "evaluations per image per step (inversion)", "round-trip rel. RMS"],
+                  rows) + f"\n\n({note})",
+            table(["model", "cfg", "method", "everything but the model ÷ model time"], timings))
 
 
 def optimisation_memory(size=64):
     """Bytes autograd keeps for backward during one optimisation step's forward (activation memory), with and
-    without gradient checkpointing, tiny SD3 and Flux at a size×size latent: machine-independent."""
+    without gradient checkpointing, tiny SD3 and Flux at a size×size latent (machine-independent), and the
+    backward time (timing)."""
     import hostlib
     hostlib.require_comfyui()
     import comfy.samplers
     from inversion_suite.nodes.grad import differentiable
-    rows = []
+    rows, timings = [], []
     for family in ("sd3", "flux"):
         model = hostlib.tiny_model(family)
         with torch.inference_mode():
             model.model.load_state_dict({k: v.clone() for k, v in model.model.state_dict().items()})
         for checkpointing in (False, True):
             if family == "flux" and not checkpointing:
-                rows.append([family, "off", "— (Flux needs it: in-place block additions)", ""])
+                rows.append([family, "off", "— (Flux needs it: in-place block additions)"])
                 continue
             saved = {"bytes": 0}
 
@@ -214,64 +294,267 @@ def optimisation_memory(size=64):
             latent = torch.randn(1, 16, size, size)
             with torch.inference_mode():
                 guider.sample(torch.zeros_like(latent), latent, Step(), torch.tensor([0.4, 0.0]))
-            rows.append([family, "on" if checkpointing else "off", f"{saved['bytes'] / 2 ** 20:.1f} MiB",
-                         f"{saved['backward'] * 1e3:.0f} ms"])
-    return table(["model (tiny)", "checkpointing", "kept for backward (one step)", "backward time (CPU)"], rows)
+            on = "on" if checkpointing else "off"
+            rows.append([family, on, f"{saved['bytes'] / 2 ** 20:.1f} MiB"])
+            timings.append([family, on, f"{saved['backward'] * 1e3:.0f} ms"])
+    return (table(["model (tiny)", "checkpointing", "kept for backward (one step)"], rows),
+            table(["model (tiny)", "checkpointing", "backward time"], timings))
 
 
-def oscillation_figure(path):
-    """The paper's toy (Fig. 2): trajectory, last predictions and pairwise-distance map, single and group target."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def oscillation_toy():
+    """The paper's toy (Fig. 2), single and group target: the iterates and what was detected in them."""
     angles = torch.arange(4, dtype=torch.float64) * math.pi / 2
     means = 4 * torch.stack([angles.cos(), angles.sin()], -1)
     model = GaussianMixtureDenoiser(means, torch.full((4,), 0.125), flow=True)
     cases = [("one target between two modes", [(means[:1] + means[1:2]) / 2], (0,)),
              ("group A,A,B", [means[:1] + 0.1, means[1:2] - 0.1], (0, 0, 1))]
-    fig, axes = plt.subplots(2, 3, figsize=(13, 8.5))
-    lines = []
-    for row, (title, targets, schedule) in zip(axes, cases):
+    results = []
+    for title, targets, schedule in cases:
         history = core.oscillation_iterates(model, targets, 0.4, 60, schedule)
         period, errors = core.detect_period(history[20:])
-        centres, labels = core.cluster_centres(history[20:], period, offset=20)
+        _, labels = core.cluster_centres(history[20:], period, offset=20)
         preds = model(history[-12:, 0], torch.full((12,), 0.4, dtype=torch.float64))
-        h = history[:, 0]
+        results.append(dict(title=title, targets=targets, history=history, period=period, error=errors[period - 1],
+                            labels=labels, preds=preds))
+    text = "\n".join(f"{r['title']}: detected period {r['period']} (periodicity error {r['error']:.1e}), "
+                     f"centres {r['labels']}" for r in results)
+    return means, results, text
+
+
+def pyplot():
+    """matplotlib's pyplot (Agg), or None where matplotlib is not installed (figures are optional)."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def oscillation_figure(path):
+    """Writes the toy figure to ``path`` when matplotlib is there; returns the detected periods as text."""
+    means, results, text = oscillation_toy()
+    plt = pyplot()
+    if plt is None:
+        return text + "\n(figure skipped: matplotlib is not installed)"
+    fig, axes = plt.subplots(2, 3, figsize=(13, 8.5))
+    for row, r in zip(axes, results):
+        h = r["history"][:, 0]
         row[0].plot(h[:, 0], h[:, 1], "-o", ms=3, lw=0.6, color="tab:blue")
-        row[0].set_title(f"{title}: iterates z_k (period {period})")
+        row[0].set_title(f"{r['title']}: iterates z_k (period {r['period']})")
         row[1].scatter(means[:, 0], means[:, 1], s=300, c="lightgray", label="modes")
-        row[1].scatter(preds[:, 0], preds[:, 1], c="tab:red", label="D(z_k), last 12")
-        for t in targets:
+        row[1].scatter(r["preds"][:, 0], r["preds"][:, 1], c="tab:red", label="D(z_k), last 12")
+        for t in r["targets"]:
             row[1].scatter(t[0, 0], t[0, 1], marker="*", s=200, c="k")
         row[1].set_title("one-step predictions (★ targets)")
         row[1].legend(loc="lower left")
-        row[2].imshow(core.pairwise_distances(history[20:]).numpy(), cmap="viridis")
+        row[2].imshow(core.pairwise_distances(r["history"][20:]).numpy(), cmap="viridis")
         row[2].set_title("pairwise distances of iterates 20–60")
-        lines.append(f"{title}: detected period {period} (periodicity error {errors[period - 1]:.1e}), "
-                     f"centres {labels}")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    return "\n".join(lines)
+    fig.savefig(path, dpi=80, metadata={"Software": None})
+    plt.close(fig)
+    return text
+
+
+# ---------------------------------------------------------------- GPU mode: full-size random-weight architectures
+FULL = {  # ComfyUI's own unet_configs (comfy/model_detection.py) for SD1.5 and SDXL; Flux-dev's detected config
+    "sd15": {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+             "legacy": False, "adm_in_channels": None, "in_channels": 4, "model_channels": 320,
+             "num_res_blocks": [2, 2, 2, 2], "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "channel_mult": [1, 2, 4, 4],
+             "transformer_depth_middle": 1, "use_linear_in_transformer": False, "context_dim": 768, "num_heads": 8,
+             "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], "use_temporal_attention": False,
+             "use_temporal_resblock": False},
+    "sdxl": {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+             "legacy": False, "num_classes": "sequential", "adm_in_channels": 2816, "in_channels": 4,
+             "model_channels": 320, "num_res_blocks": [2, 2, 2], "transformer_depth": [0, 0, 2, 2, 10, 10],
+             "channel_mult": [1, 2, 4], "transformer_depth_middle": 10, "use_linear_in_transformer": True,
+             "context_dim": 2048, "num_head_channels": 64, "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
+             "use_temporal_attention": False, "use_temporal_resblock": False},
+    "flux": {"image_model": "flux", "in_channels": 16, "out_channels": 16, "vec_in_dim": 768, "context_in_dim": 4096,
+             "hidden_size": 3072, "mlp_ratio": 4.0, "num_heads": 24, "depth": 19, "depth_single_blocks": 38,
+             "axes_dim": [16, 56, 56], "theta": 10000, "patch_size": 2, "qkv_bias": True, "guidance_embed": True},
+}
+REDUCED = {  # the same architectures at reduced depth and width, for the CPU test of this mode
+    "sd15": dict(FULL["sd15"], model_channels=32, num_res_blocks=[1, 1], transformer_depth=[1, 1], channel_mult=[1, 2],
+                 transformer_depth_output=[1, 1, 1, 1], context_dim=32, num_heads=2),
+    "sdxl": dict(FULL["sdxl"], model_channels=32, num_res_blocks=[1, 1], transformer_depth=[0, 1],
+                 channel_mult=[1, 2], transformer_depth_middle=1, transformer_depth_output=[0, 0, 1, 1],
+                 context_dim=32, num_head_channels=16),
+    "flux": dict(FULL["flux"], vec_in_dim=32, context_in_dim=32, hidden_size=64, num_heads=2, depth=1,
+                 depth_single_blocks=1, axes_dim=[8, 12, 12]),
+}
+CONTEXT = {"sd15": (77, 768), "sdxl": (77, 2048), "flux": (256, 4096)}
+POOLED = {"sd15": None, "sdxl": 1280, "flux": 768}
+LATENT = {"sd15": (4, 512), "sdxl": (4, 1024), "flux": (16, 1024)}  # channels, image side
+
+
+def full_model(family, reduced, device, dtype):
+    """A ModelPatcher around ``family``'s architecture built with ComfyUI's own classes, random weights."""
+    import comfy.model_patcher
+    import comfy.supported_models as sm
+    config = {"sd15": sm.SD15, "sdxl": sm.SDXL, "flux": sm.Flux}[family](dict((REDUCED if reduced else FULL)[family]))
+    config.set_inference_dtype(dtype, None)
+    model = config.get_model({}, device=device)
+    g = torch.Generator(device=device).manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, device=device, dtype=torch.float32).to(p.dtype) * 0.02)
+    return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device)
+
+
+def full_cond(family, reduced, device):
+    g = torch.Generator().manual_seed(1)
+    tokens, width = CONTEXT[family]
+    if reduced:
+        width = 32 if family != "sdxl" else 32
+    extra = {}
+    if POOLED[family]:
+        pooled = 32 if reduced and family == "flux" else POOLED[family]
+        extra["pooled_output"] = torch.randn(1, pooled, generator=g)
+    if family == "flux":
+        extra["guidance"] = 3.5
+    return [[torch.randn(1, 8 if reduced else tokens, width, generator=g), extra]]
+
+
+def setup_comfyui(cpu):
+    """Import ComfyUI from COMFYUI_PATH (as the host tier finds it), on the GPU unless ``cpu``."""
+    import hostlib
+    if not (hostlib.COMFYUI / "comfy" / "samplers.py").is_file():
+        sys.exit(f"no ComfyUI at {hostlib.COMFYUI} (set COMFYUI_PATH)")
+    if str(hostlib.COMFYUI) not in sys.path:
+        sys.path.append(str(hostlib.COMFYUI))
+    from comfy.cli_args import args
+    args.cpu = cpu
+    import comfy.model_management  # noqa: F401  (after args.cpu)
+    import comfy.utils
+    comfy.utils.PROGRESS_BAR_ENABLED = False
+
+
+def gpu_benchmark(reduced=False, families=("sd15", "sdxl", "flux"), steps=8, batch=1):
+    """Per node: model evaluations per image, model time against the pack's own time per model call, peak GPU
+    memory; PostInversionOptimize on Flux at 1024² with checkpointing, and one forward's peak without it."""
+    import comfy.model_management as mm
+    import comfy.samplers
+    from comfy_extras.nodes_custom_sampler import BasicScheduler
+    from inversion_suite.nodes.bdia import BDIAInvert
+    from inversion_suite.nodes.fixed_point import FixedPointInvert
+    from inversion_suite.nodes.grad import differentiable
+    from inversion_suite.nodes.optimize import PostInversionOptimize
+    from inversion_suite.nodes.oscillation import OscillationInvert
+    device = mm.get_torch_device()
+    cuda = device.type == "cuda"
+    dtype = torch.bfloat16 if cuda else torch.float32
+    rows = []
+
+    def peak_reset():
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+
+    def peak():
+        return f"{torch.cuda.max_memory_allocated() / 2 ** 30:.1f} GiB" if cuda else "n/a (CPU)"
+
+    for family in families:
+        patcher = full_model(family, reduced, device, dtype)
+        patched, spent = timed_model(patcher)
+        channels, side = LATENT[family]
+        side = 64 if reduced else side
+        latent = {"samples": torch.randn(batch, channels, side // 8, side // 8, generator=torch.Generator().manual_seed(2))}
+        guider = comfy.samplers.CFGGuider(patched)
+        guider.inner_set_conds({"positive": full_cond(family, reduced, device)})
+        guider.set_cfg(1.0)
+        sigmas = BasicScheduler().get_sigmas(patched, "simple", steps, 1.0)[0]
+        flow = family == "flux"
+        runs = [("FixedPointInvert (defaults)", lambda: FixedPointInvert.execute(**node_args(
+                    FixedPointInvert, model=patched, latent=latent, sigmas=sigmas, guider=guider))),
+                ("BDIAInvert", lambda: BDIAInvert.execute(**node_args(
+                    BDIAInvert, model=patched, latent=latent, sigmas=sigmas, guider=guider)))]
+        if flow:
+            runs.append(("OscillationInvert (defaults)", lambda: OscillationInvert.execute(**node_args(
+                OscillationInvert, model=patched, latent=latent, guider=guider))))
+            runs.append(("PostInversionOptimize, checkpointing on, 6×2 steps", lambda: PostInversionOptimize.execute(
+                **node_args(PostInversionOptimize, model=patched, latent=latent, target_1=latent, guider=guider,
+                            rounds=2, gradient_checkpointing=True))))
+        for label, fn in runs:
+            with torch.inference_mode():
+                fn()  # warm-up: loading, first-call kernels
+            spent.update(model=0.0, calls=0, evaluations=0)
+            peak_reset()
+            start = time.perf_counter()
+            with torch.inference_mode():
+                fn()
+            if cuda:
+                torch.cuda.synchronize()
+            total = time.perf_counter() - start
+            own = (total - spent["model"]) / max(spent["calls"], 1)
+            call = spent["model"] / max(spent["calls"], 1)
+            rows.append([family, label, f"{spent['evaluations'] / batch:.0f}", f"{call * 1e3:.1f} ms",
+                         f"{own * 1e3:.2f} ms", f"{own / call:.2%}", peak()])
+        if flow:  # without checkpointing Flux cannot run backward (in-place block additions): one forward's peak
+            grad_model = differentiable(patcher, False)
+            g2 = comfy.samplers.CFGGuider(grad_model)
+            g2.inner_set_conds({"positive": full_cond(family, reduced, device)})
+
+            class Forward(comfy.samplers.Sampler):
+                def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None,
+                           denoise_mask=None, disable_pbar=False):
+                    with torch.inference_mode(False), torch.enable_grad():
+                        z = latent_image.clone().requires_grad_(True)
+                        model_wrap(z, torch.full((z.shape[0],), 0.4, device=z.device), **extra_args).float().square().mean()
+                    return latent_image
+            peak_reset()
+            with torch.inference_mode():
+                g2.sample(torch.zeros_like(latent["samples"]), latent["samples"], Forward(), torch.tensor([0.4, 0.0]))
+            rows.append([family, "PostInversionOptimize, checkpointing off: one forward with graph (backward refused)",
+                         "1", "—", "—", "—", peak()])
+        del patched, patcher, guider
+        mm.unload_all_models()
+        mm.soft_empty_cache()
+    size = "reduced depth, 64² images" if reduced else "full size, bf16, 512² (SD1.5) / 1024² (SDXL, Flux)"
+    note = ("own time = everything but the model's forward passes (the pack, ComfyUI's guider and, for "
+            "PostInversionOptimize, the backward pass through the model), per model call")
+    return table(["model", "node", "evaluations per image", "model time per call", "own time per call",
+                  "own ÷ model", "peak GPU memory"], rows) + f"\n\n({note})", size
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(ROOT / "bench_out"))
+    parser.add_argument("--out", default=str(ROOT / "bench_out"), help="folder for the figures")
     parser.add_argument("--no-host", action="store_true", help="skip the ComfyUI tiny-model rows")
+    parser.add_argument("--gpu", action="store_true", help="full-size random-weight SD1.5/SDXL/Flux-dev in bf16")
+    parser.add_argument("--reduced", action="store_true", help="with --gpu: reduced depth, runs on CPU (for tests)")
     args = parser.parse_args()
     out = pathlib.Path(args.out)
+    if args.gpu:
+        if not torch.cuda.is_available() and not args.reduced:
+            sys.exit("--gpu needs a CUDA GPU (use --reduced to run the same code on CPU)")
+        setup_comfyui(cpu=not torch.cuda.is_available())
+        text, size = gpu_benchmark(reduced=args.reduced)
+        print(f"## GPU benchmark ({size}; random weights, batch 1, 8 steps, cfg 1)\n\nMachine: {machine()}\n\n"
+              + text)
+        return
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
-    print("## Fixed-point inversion, analytic Gaussian mixture, 20 steps\n\n" + core_fixed_point())
+    print("# Machine-independent figures\n")
+    print("## Fixed-point inversion, analytic Gaussian mixture, 20 steps, batch 2\n\n" + core_fixed_point())
+    print("\n## Intra-path against inter-path (the paper's rule: Picard, second path z + N(0, I)), tol 1e-4\n\n"
+          + intra_versus_inter())
     print("\n## BDIA / O-BELM, analytic mixture, 50 steps, real (off-manifold) latent\n\n" + core_bdia())
-    print("\n## Our own time per model call (CPU, full latent sizes)\n\n" + overhead())
     print("\n## Oscillation toy\n\n" + oscillation_figure(out / "oscillation_toy.png"))
+    timings = [("Our own time per model call (full latent sizes, one-conv stand-in model)", overhead())]
     if not args.no_host:
         try:
-            print("\n## Tiny ComfyUI models through the nodes (CPU, batch 2, 8 steps)\n\n" + host_rows())
-            print("\n## Post-inversion optimisation memory, 64×64 latent\n\n" + optimisation_memory())
+            rows, host_timing = host_rows()
+            memory, backward = optimisation_memory()
+            print("\n## Tiny ComfyUI models through the nodes at their defaults (batch 2, 8 steps)\n\n" + rows)
+            print("\n## Post-inversion optimisation memory, 64×64 latent\n\n" + memory)
+            timings += [("Tiny ComfyUI models: everything but the model ÷ model time", host_timing),
+                        ("Post-inversion optimisation backward, 64×64 latent", backward)]
         except BaseException as e:  # pytest.skip raises Skipped (a BaseException) when ComfyUI is absent
             print(f"\n(host rows skipped: {e})")
+    print(f"\n# Timings\n\nMachine: {machine()}")
+    for title, text in timings:
+        print(f"\n## {title}\n\n{text}")
 
 
 if __name__ == "__main__":

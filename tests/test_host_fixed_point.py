@@ -50,7 +50,61 @@ def test_round_trip_through_stock_sampler(family, model, cfg):
 def test_naive_inversion_is_one_call_per_step(family, model):
     latent = hostlib.image_latent(family)
     (_, _, report), _ = invert(model, family, latent, hostlib.sigmas(model, 8), 1.0, max_iterations=1)
-    assert "8 model calls (1.00 per step)" in report
+    assert "8.0 model evaluations per image (1.00 per image per step; 8 model calls)" in report
+
+
+# ---------------------------------------------------------------- defaults chosen by evaluations per image (issue 9)
+def node_defaults():
+    inputs = FixedPointInvert.define_schema().inputs
+    return {i.id: i.default for i in inputs if i.id in OPTIONS}
+
+
+def per_image_per_step(report):
+    return float(report.split("(")[1].split(" per image per step")[0])
+
+
+def test_defaults_cost_at_most_5_evaluations_per_image_per_step(family, model):
+    """Node defaults, 8 steps, batch 2, cfg 1: ≤ 5 model evaluations per image per step, round trip ≤ 1e-3, and the
+    report's count equals the batch elements the model actually evaluated."""
+    latent = hostlib.image_latent(family, batch=2)
+    sigmas = hostlib.sigmas(model, 8)
+    patched, calls = hostlib.counting(model)
+    (_, noise, report), guider = invert(patched, family, latent, sigmas, 1.0, **node_defaults())
+    evaluated = sum(calls) / 2
+    with torch.inference_mode():
+        err = rel(hostlib.stock_sample(noise, guider, hostlib.euler(), sigmas, hostlib.empty_like(latent)),
+                  latent["samples"])
+    cost = per_image_per_step(report)
+    print(f"{family} defaults {node_defaults()}: {cost:.2f} evaluations per image per step, round trip {err:.1e}")
+    assert cost <= 5.0 and err <= 1e-3
+    assert cost == pytest.approx(evaluated / 8, abs=0.005)
+    assert f"{evaluated:.1f} model evaluations per image" in report
+
+
+def test_inter_path_costs_two_evaluations_per_iteration(family, model):
+    """The paper's rule: both paths in one call, plain Picard, every iteration costs two evaluations per image."""
+    latent = hostlib.image_latent(family, batch=2)
+    patched, calls = hostlib.counting(model)
+    (_, _, report), _ = invert(patched, family, latent, hostlib.sigmas(model, 4), 1.0,
+                               **{**node_defaults(), "criterion": "inter-path", "tolerance": 1e-12,
+                                  "max_iterations": 3})
+    assert calls == [4] * 12 and "6.00 per image per step" in report
+
+
+def test_per_image_conditioning_keeps_every_image_in_every_call(model, family):
+    """A batched prompt (one conditioning per image): ComfyUI would truncate it for a sub-batch, so no call shrinks."""
+    latent = hostlib.image_latent(family, batch=2)
+    patched, calls = hostlib.counting(model)
+    import comfy.samplers
+    cond = hostlib.tiny_cond(family)
+    cond = [[torch.cat([cond[0][0], hostlib.tiny_cond(family, seed=7)[0][0]]), cond[0][1]]]
+    guider = comfy.samplers.CFGGuider(patched)
+    guider.inner_set_conds({"positive": cond})
+    guider.set_cfg(1.0)
+    with torch.inference_mode():
+        FixedPointInvert.execute(model=patched, latent=latent, sigmas=hostlib.sigmas(model, 4), guider=guider,
+                                 **node_defaults())
+    assert set(calls) == {2}
 
 
 def test_sampler_with_flipsigmas(family, model):
