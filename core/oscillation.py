@@ -87,7 +87,17 @@ def cluster_centres(history, period, offset=0):
     return centres, [label for label, _ in sets]
 
 
-def pairwise_distances(history):
-    """Matrix [K, K] of mean-over-batch Euclidean distances between iterates (the paper's Fig. 2c)."""
-    h = history.flatten(2).double()
-    return torch.stack([torch.cdist(h[:, b], h[:, b]) for b in range(h.shape[1])]).mean(0)
+def pairwise_distances(history, block=64):
+    """Matrix [K, K] of mean-over-batch Euclidean distances between iterates (the paper's Fig. 2c).
+
+    Float64 on blocks of ``block`` iterates of one image at a time: the working memory is two blocks, not a
+    float64 copy of the whole history (which long runs cannot afford)."""
+    h = history.flatten(2)
+    k, batch = h.shape[:2]
+    out = torch.zeros(k, k, dtype=torch.float64, device=h.device)
+    for b in range(batch):
+        for i in range(0, k, block):
+            rows = h[i:i + block, b].double()
+            for j in range(0, k, block):
+                out[i:i + block, j:j + block] += torch.cdist(rows, h[j:j + block, b].double())
+    return out / batch

@@ -22,10 +22,11 @@ def oscillation_inputs():
         io.Int.Input("iterations", default=20, min=2, max=1000,
                      tooltip="Fixed-point iterations, one model call each (the paper: 20–30). Memory grows with "
                              "them: per iteration and image, the history keeps one latent in the model's precision "
-                             "(2 bytes per value in fp16/bf16) on the model's device, the iterates output one in "
-                             "float32 (4 bytes), and the period analysis briefly takes 8 bytes per value: for a "
-                             "Flux 1024² latent (16×128×128 values) 0.5 + 1 + 2 MB per iteration, so 1000 "
-                             "iterations keep about 1.5 GB per image and briefly need 2 GB more."),
+                             "(2 bytes per value in fp16/bf16) on the model's device and the iterates output one in "
+                             "float32 (4 bytes); the period detection briefly needs about 14 bytes per value more "
+                             "(float64). A Flux 1024² latent (16×128×128 values): 0.5 + 1 MB kept and 3.5 MB "
+                             "briefly per iteration, so 1000 iterations keep 1.5 GB per image and need 3.5 GB more "
+                             "for a moment."),
         io.Int.Input("burn_in", default=4, min=0, max=999,
                      tooltip="Iterations dropped before the period and the clusters are measured."),
         io.Int.Input("max_period", default=6, min=1, max=64, tooltip="Longest period looked for."),

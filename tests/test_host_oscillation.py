@@ -184,3 +184,18 @@ def test_core_history_dtype_is_storage_only():
     kept = core.oscillation_iterates(denoiser, [y], 0.4, 9, history_dtype=torch.bfloat16)
     assert full.dtype == torch.float64 and kept.dtype == torch.bfloat16
     assert torch.equal(kept, full.to(torch.bfloat16))
+
+
+def test_pairwise_distances_by_blocks_match_the_full_matrix():
+    """The distance map is computed block by block (bounded memory for long runs): same matrix as the float64
+    cdist of the whole history, for every block size that divides it or not."""
+    import inversion_suite.core as core
+    g = torch.Generator().manual_seed(0)
+    history = torch.randn(23, 3, 4, 8, 8, generator=g).to(torch.bfloat16)
+    h = history.flatten(2).double()
+    full = torch.stack([torch.cdist(h[:, b], h[:, b], compute_mode="donot_use_mm_for_euclid_dist")
+                        for b in range(3)]).mean(0)
+    for block in (1, 4, 23, 64):
+        d = core.pairwise_distances(history, block=block)
+        assert d.shape == (23, 23) and d.dtype == torch.float64
+        assert float((d - full).abs().max()) <= 1e-9 * float(full.max())
