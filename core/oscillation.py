@@ -18,7 +18,8 @@ from .frame import batch_sigma
 
 
 @torch.no_grad()
-def oscillation_iterates(model, targets, sigma, iterations, schedule=(0,), extra_args=None, callback=None):
+def oscillation_iterates(model, targets, sigma, iterations, schedule=(0,), extra_args=None, callback=None,
+                         history_dtype=None):
     """Run the fixed-σ iteration and return every iterate.
 
     Args:
@@ -27,18 +28,22 @@ def oscillation_iterates(model, targets, sigma, iterations, schedule=(0,), extra
         iterations: number of model calls K; the history holds z_0 = y_{s(0)} … z_K.
         schedule: indices into ``targets`` cycled by iteration: (0,) for one target, (0, 0, 1) for A, A, B.
         callback: called with ``{"i", "x", "denoised", "sigma"}`` after every model call.
+        history_dtype: dtype the returned iterates are stored in (default: the iterate's own). The iteration
+            itself runs in the targets' dtype; only the kept history is cast, into one buffer allocated up front:
+            ``(K + 1)·B·numel·itemsize`` bytes (the model's bf16 instead of float64: a quarter).
     Returns: tensor [K + 1, B, ...] of iterates.
     """
     extra_args = {} if extra_args is None else extra_args
     z = targets[schedule[0]].clone()
-    history = [z]
+    history = z.new_empty((iterations + 1,) + tuple(z.shape), dtype=z.dtype if history_dtype is None else history_dtype)
+    history[0] = z
     for k in range(iterations):
         denoised = model(z, batch_sigma(z, sigma), **extra_args)
         z = z + targets[schedule[k % len(schedule)]] - denoised
-        history.append(z)
+        history[k + 1] = z
         if callback is not None:
             callback({"i": k, "x": z, "denoised": denoised, "sigma": sigma})
-    return torch.stack(history)
+    return history
 
 
 def periodicity(history, period):
@@ -82,7 +87,17 @@ def cluster_centres(history, period, offset=0):
     return centres, [label for label, _ in sets]
 
 
-def pairwise_distances(history):
-    """Matrix [K, K] of mean-over-batch Euclidean distances between iterates (the paper's Fig. 2c)."""
-    h = history.flatten(2).double()
-    return torch.stack([torch.cdist(h[:, b], h[:, b]) for b in range(h.shape[1])]).mean(0)
+def pairwise_distances(history, block=64):
+    """Matrix [K, K] of mean-over-batch Euclidean distances between iterates (the paper's Fig. 2c).
+
+    Float64 on blocks of ``block`` iterates of one image at a time: the working memory is two blocks, not a
+    float64 copy of the whole history (which long runs cannot afford)."""
+    h = history.flatten(2)
+    k, batch = h.shape[:2]
+    out = torch.zeros(k, k, dtype=torch.float64, device=h.device)
+    for b in range(batch):
+        for i in range(0, k, block):
+            rows = h[i:i + block, b].double()
+            for j in range(0, k, block):
+                out[i:i + block, j:j + block] += torch.cdist(rows, h[j:j + block, b].double())
+    return out / batch

@@ -10,11 +10,41 @@ save, and Flux's blocks add in place into their inputs. Through the ModelPatcher
   gradient-checkpointed call of the original block on clones of its inputs: activation memory falls to the
   block inputs, and the in-place additions act on the clones. Flux needs it; SD1.x/SDXL UNets offer no
   whole-block patch point, so there it is not available.
+
+ComfyUI 0.38 also needs, and this module provides: ``training()`` (the ``in_training`` flag that turns fused
+kernels without autograd off, set around forward and backward), a non-dynamic clone under Dynamic VRAM, and a
+per-call snapshot of the block's ``transformer_options`` (the model rewrites that dict block by block).
 """
+import contextlib
+import inspect
 import types
 
 import torch
 import torch.utils.checkpoint
+
+import comfy.model_management
+
+from .common import fail
+
+DYNAMIC_VRAM_FLAG = "--disable-dynamic-vram"
+_ABSENT = object()
+
+
+@contextlib.contextmanager
+def training():
+    """``comfy.model_management.in_training = True`` for the enclosed forward and backward passes, then the previous
+    value again (also on errors). ComfyUI 0.38's fused RoPE/AdaLN kernels, which have no autograd, are skipped only
+    while it is set; ComfyUI 0.3.64 has no such flag and reads nothing, so there it is absent again afterwards."""
+    mm = comfy.model_management
+    previous = getattr(mm, "in_training", _ABSENT)
+    mm.in_training = True
+    try:
+        yield
+    finally:
+        if previous is _ABSENT:
+            del mm.in_training
+        else:
+            mm.in_training = previous
 
 
 def _frozen(fn):
@@ -25,11 +55,16 @@ def _frozen(fn):
 
 
 def _checkpointed_block(args, extra):
+    """Checkpointed call of the original block. ``args`` is snapshotted at call time (dict values such as
+    ``transformer_options`` shallow-copied): ComfyUI 0.38 rewrites one ``transformer_options`` dict block by block
+    (``block_index``, ``block_type``, ``img_slice``), and the recomputation in backward must see this block's."""
     block = _frozen(extra["original_block"])
+    snapshot = {k: dict(v) if isinstance(v, dict) else v for k, v in args.items()}
 
     def run(a):
-        return block({k: v.clone() if torch.is_tensor(v) else v for k, v in a.items()})
-    return torch.utils.checkpoint.checkpoint(run, args, use_reentrant=False)
+        return block({k: v.clone() if torch.is_tensor(v) else dict(v) if isinstance(v, dict) else v
+                      for k, v in a.items()})
+    return torch.utils.checkpoint.checkpoint(run, snapshot, use_reentrant=False)
 
 
 def dit_blocks(patcher):
@@ -52,13 +87,40 @@ def _same(tensor):
     return tensor
 
 
-def differentiable(patcher, checkpointing):
+def _is_dynamic(patcher):
+    return bool(getattr(patcher, "is_dynamic", lambda: False)())
+
+
+def non_dynamic_clone(patcher, node="differentiable"):
+    """``patcher.clone(disable_dynamic=True)`` where ComfyUI's clone has that argument (0.38: Dynamic VRAM's
+    ``ModelPatcherDynamic`` applies weight wrappers on cast buffers without a copy), else a plain clone. A model
+    that stays dynamic is refused with a ValueError naming ComfyUI's flag to turn Dynamic VRAM off."""
+    hint = (f"is a Dynamic VRAM model that could not be cloned without Dynamic VRAM for gradients: start ComfyUI "
+            f"with {DYNAMIC_VRAM_FLAG}")
+    if "disable_dynamic" in inspect.signature(patcher.clone).parameters:
+        try:
+            p = patcher.clone(disable_dynamic=True)
+        except RuntimeError as error:
+            if not _is_dynamic(patcher):
+                raise
+            fail(node, "model", hint, f"'{error}'")
+    else:
+        p = patcher.clone()
+    if _is_dynamic(p):
+        fail(node, "model", hint)
+    return p
+
+
+def differentiable(patcher, checkpointing, node="differentiable"):
     """A clone of ``patcher`` through which autograd can differentiate (see the module docstring).
 
     Layers with ComfyUI weight functions get an identity weight wrapper (weights copied at use); any other
     inference-tensor parameter or buffer (norm scales, embeddings) gets an object patch holding a normal clone.
+    Which ones are inference tensors is asked of the ModelPatcher (``get_model_object``: its own object patches,
+    else the originals it backed up, else the module's), never of the live module, which may still hold another
+    clone's object-patched copies (a previous run's) that ComfyUI replaces by the originals when it loads this one.
     """
-    p = patcher.clone()
+    p = non_dynamic_clone(patcher, node)
     dm = p.model.diffusion_model
     wrapped = set()
     for name, module in dm.named_modules():
@@ -68,8 +130,11 @@ def differentiable(patcher, checkpointing):
                     p.add_weight_wrapper(f"diffusion_model.{name}.{kind}" if name else f"diffusion_model.{kind}", _same)
                     wrapped.add(f"{name}.{kind}" if name else kind)
     with torch.inference_mode(False):
-        for name, t in list(dm.named_parameters()) + list(dm.named_buffers()):
-            if t.is_inference() and name not in wrapped:
+        for name, _ in list(dm.named_parameters()) + list(dm.named_buffers()):
+            if name in wrapped:
+                continue
+            t = p.get_model_object(f"diffusion_model.{name}")  # the clone's: under 0.38 it may hold another model
+            if t.is_inference():
                 copy = t.clone()
                 p.add_object_patch(f"diffusion_model.{name}",
                                    torch.nn.Parameter(copy, requires_grad=False) if isinstance(t, torch.nn.Parameter)

@@ -8,7 +8,7 @@ from .. import core
 from .common import (CATEGORY, check_latent, check_range, conditioning_inputs, fail, latent_weight, make_guider,
                      model_family,
                      output_latent, run_in_guider, state_to_latent)
-from .grad import LowRank, differentiable, dit_blocks, needs_checkpointing
+from .grad import LowRank, differentiable, dit_blocks, needs_checkpointing, training
 from .oscillation import resolve_sigma
 from .plot import curve_image
 
@@ -41,7 +41,7 @@ def prepare(node, guider, sigma, sigma_mode, checkpointing):
     if needs_checkpointing(patcher) and not checkpointing:
         fail(node, "gradient_checkpointing", "must be on for Flux (its blocks add in place into their inputs; "
                                              "only the checkpointed path can differentiate them)")
-    grad_patcher = differentiable(patcher, checkpointing)
+    grad_patcher = differentiable(patcher, checkpointing, node)
     checkpointing = ("on" if dit_blocks(patcher) else "not available for UNets") if checkpointing else "off"
     grad_guider = copy.copy(guider)
     grad_guider.model_patcher, grad_guider.model_options = grad_patcher, grad_patcher.model_options
@@ -114,7 +114,7 @@ class PostInversionOptimize(io.ComfyNode):
         found = {"losses": [], "summary": {}}
 
         def run(model_fn, x, sigmas, extra_args, callback):
-            with torch.inference_mode(False), torch.enable_grad():
+            with torch.inference_mode(False), torch.enable_grad(), training():
                 ys = [process_in(t.float()).to(x.device).clone() for t in targets]
                 z = (x * scale).float().clone()
                 state, prediction = core.post_inversion_optimize(
@@ -191,7 +191,7 @@ class FineTuneInversion(io.ComfyNode):
         losses = []
 
         def run(model_fn, x, sigmas, extra_args, callback):
-            with torch.inference_mode(False), torch.enable_grad():
+            with torch.inference_mode(False), torch.enable_grad(), training():
                 y = process_in(ts.float()).to(x.device).clone()
                 z = (x * scale).float().clone()
                 s_in = z.new_ones([z.shape[0]]) * sigma

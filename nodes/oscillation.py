@@ -20,7 +20,13 @@ def oscillation_inputs():
                        tooltip="absolute: σ as given. fraction of schedule: σ is the noise level that far along the "
                                "model's own schedule from clean (0) to pure noise (1), shift included."),
         io.Int.Input("iterations", default=20, min=2, max=1000,
-                     tooltip="Fixed-point iterations, one model call each (the paper: 20–30)."),
+                     tooltip="Fixed-point iterations, one model call each (the paper: 20–30). Memory grows with "
+                             "them: per iteration and image, the history keeps one latent in the model's precision "
+                             "(2 bytes per value in fp16/bf16) on the model's device and the iterates output one in "
+                             "float32 (4 bytes); the period detection briefly needs about 14 bytes per value more "
+                             "(float64). A Flux 1024² latent (16×128×128 values): 0.5 + 1 MB kept and 3.5 MB "
+                             "briefly per iteration, so 1000 iterations keep 1.5 GB per image and need 3.5 GB more "
+                             "for a moment."),
         io.Int.Input("burn_in", default=4, min=0, max=999,
                      tooltip="Iterations dropped before the period and the clusters are measured."),
         io.Int.Input("max_period", default=6, min=1, max=64, tooltip="Longest period looked for."),
@@ -54,6 +60,29 @@ def resolve_sigma(node, ms, sigma, sigma_mode):
     return sigma
 
 
+def history_precision(patcher):
+    """The dtype the model computes in (its manual-cast dtype, else its weights'), float32 for anything else (fp8
+    weights, float64): the precision the iterate history is kept in."""
+    try:
+        dtype = patcher.get_model_object("manual_cast_dtype")
+    except AttributeError:
+        dtype = None
+    dtype = dtype or getattr(patcher.model, "get_dtype", lambda: torch.float32)()
+    return dtype if dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float32
+
+
+def rebatched_latent(latent, samples):
+    """``output_latent`` for an output whose batch may differ from the input's (centres × images, iterations ×
+    images): with another batch size, keys that address the input's batch elements (``batch_index``, masks, any
+    other tensor or list) would mislead or break a stock sampler downstream, so only plain values are kept."""
+    out = output_latent(latent, samples)
+    if samples.shape[0] != latent["samples"].shape[0]:
+        for key in [k for k, v in out.items() if k != "samples" and (k == "batch_index" or torch.is_tensor(v)
+                                                                     or isinstance(v, (list, tuple)))]:
+            del out[key]
+    return out
+
+
 def run_oscillation(node, guider, latents, schedule, sigma, sigma_mode, iterations, burn_in, max_period, decode,
                     decode_steps):
     """Shared by both nodes: validate, iterate inside the guider, cluster, decode; returns the node outputs."""
@@ -72,13 +101,15 @@ def run_oscillation(node, guider, latents, schedule, sigma, sigma_mode, iteratio
     tail = [float(s) for s in comfy.samplers.calculate_sigmas(ms, "simple", decode_steps) if s < sigma]
     decode_sigmas = [sigma, 0.0] if decode == "one-step" else [sigma] + tail
     found = {}
+    precision = history_precision(patcher)
 
     def run(model, x, sigmas, extra_args, callback):
         ys = [t.to(x.device, x.dtype) for t in targets]
-        history = core.oscillation_iterates(model, ys, sigma, iterations, schedule, extra_args, callback)
+        history = core.oscillation_iterates(model, ys, sigma, iterations, schedule, extra_args, callback,
+                                            history_dtype=precision)
         period, errors = core.detect_period(history[burn_in:], max_period)
         centres, labels = core.cluster_centres(history[burn_in:], period, offset=burn_in)
-        flat = centres.flatten(0, 1)
+        flat = centres.flatten(0, 1).to(x.dtype)
         found.update(history=history, period=period, errors=errors, labels=labels, states=flat)
         decoded = core.sample_euler(model, flat, torch.tensor(decode_sigmas, dtype=x.dtype, device=x.device),
                                     extra_args, None if callback is None else (
@@ -98,7 +129,8 @@ def run_oscillation(node, guider, latents, schedule, sigma, sigma_mode, iteratio
             f"{found['period']} (periodicity errors {errors}); centres: {', '.join(found['labels'])}; "
             f"{sampler.counter['calls']} model calls")
     base = latents[0]
-    return io.NodeOutput(output_latent(base, decoded), output_latent(base, states), output_latent(base, iterates),
+    return io.NodeOutput(rebatched_latent(base, decoded), rebatched_latent(base, states),
+                         rebatched_latent(base, iterates),
                          matrix_image(core.pairwise_distances(history)), text)
 
 
