@@ -3,9 +3,9 @@ import torch
 from comfy_api.v0_0_2 import io
 
 from .. import core
-from .common import (CATEGORY, CoreSampler, InvertedNoise, check_latent, check_range, check_sigmas,
-                     conditioning_inputs, fail, make_guider, model_family, output_latent, report, run_in_guider,
-                     state_to_latent, tolerance_input)
+from .common import (CATEGORY, CoreSampler, InvertedNoise, check_choice, check_latent, check_range, check_samples,
+                     check_sigmas, conditioning_inputs, fail, make_guider, model_family, output_latent, report,
+                     run_in_guider, state_to_latent, tolerance_input)
 
 CRITERIA = {"inter-path": "inter", "intra-path": "intra"}
 
@@ -13,27 +13,30 @@ CRITERIA = {"inter-path": "inter", "intra-path": "intra"}
 def solver_inputs():
     return [
         io.Int.Input("max_iterations", default=10, min=1, max=100,
-                     tooltip="Model calls per step at most. 1 = naive DDIM inversion."),
+                     tooltip="Model calls per step at most. 1 = naive DDIM inversion. Cost: up to steps × this "
+                             "many model calls (twice the batch with inter-path), e.g. 800 calls for 8 steps at "
+                             "100, minutes on a full-size model when the tolerance is out of reach."),
         tolerance_input(io, 1e-5),
         io.Combo.Input("criterion", options=list(CRITERIA), default="inter-path",
                        tooltip="inter-path: ‖f(z) − f(ẑ)‖ between two paths from different starts (NeurIPS 2024; "
                                "does not stop early on a plateau). intra-path: ‖f(z) − z‖ (AIDI)."),
         io.Int.Input("anderson_window", default=3, min=0, max=10,
                      tooltip="Anderson acceleration window m (AIDI). 0 = plain Picard iteration, which may stall on "
-                             "flow models."),
+                             "flow models. The window costs no model calls; above about 5 it rarely helps."),
         io.Float.Input("perturbation", default=0.5, min=0.0, max=10.0, step=0.05,
                        tooltip="Inter-path only: the second path starts at z + perturbation·σ·N(0, I)."),
         io.Int.Input("seed", default=0, min=0, max=2 ** 31 - 1, tooltip="Seed of the inter-path perturbation."),
     ]
 
 
-def check_solver(node, max_iterations, tolerance, criterion, anderson_window, perturbation):
-    check_range(node, "max_iterations", max_iterations, 1, 100)
-    check_range(node, "tolerance", tolerance, 0.0, 1.0, lo_open=True)
-    check_range(node, "anderson_window", anderson_window, 0, 10)
-    check_range(node, "perturbation", perturbation, 0.0, 10.0)
-    if criterion not in CRITERIA:
-        fail(node, "criterion", f"must be one of {list(CRITERIA)}", criterion)
+def check_solver(node, max_iterations, tolerance, criterion, anderson_window, perturbation, seed):
+    """The solver widgets, converted (INT widgets to int); returned in the order given."""
+    return (check_range(node, "max_iterations", max_iterations, 1, 100, integer=True),
+            check_range(node, "tolerance", tolerance, 1e-12, 1.0),
+            check_choice(node, "criterion", criterion, CRITERIA),
+            check_range(node, "anderson_window", anderson_window, 0, 10, integer=True),
+            check_range(node, "perturbation", perturbation, 0.0, 10.0),
+            check_range(node, "seed", seed, 0, 2 ** 31 - 1, integer=True))
 
 
 def solver(max_iterations, tolerance, criterion, anderson_window, perturbation, seed, diagnostics):
@@ -79,10 +82,11 @@ class FixedPointInvert(io.ComfyNode):
         model_family(node, ms)
         samples = check_latent(node, "latent", latent, patcher)
         descending = check_sigmas(node, sigmas)
-        check_solver(node, max_iterations, tolerance, criterion, anderson_window, perturbation)
+        max_iterations, tolerance, criterion, anderson_window, perturbation, seed = check_solver(
+            node, max_iterations, tolerance, criterion, anderson_window, perturbation, seed)
         diagnostics = []
         run = solver(max_iterations, tolerance, criterion, anderson_window, perturbation, seed, diagnostics)
-        _, sampler = run_in_guider(guider, samples, descending.flip(0), run)
+        _, sampler = run_in_guider(guider, samples, descending.flip(0), run, node=node)
         sigma_top = float(descending[0])
         process_in = patcher.get_model_object("process_latent_in")
         process_out = patcher.get_model_object("process_latent_out")
@@ -106,12 +110,13 @@ class FixedPointInversionSampler(io.ComfyNode):
     @classmethod
     def execute(cls, max_iterations, tolerance, criterion, anderson_window, perturbation, seed) -> io.NodeOutput:
         node = "FixedPointInversionSampler"
-        check_solver(node, max_iterations, tolerance, criterion, anderson_window, perturbation)
+        options = check_solver(node, max_iterations, tolerance, criterion, anderson_window, perturbation, seed)
 
         def run(model, x, sigmas, extra_args, callback):
-            if len(sigmas) < 2 or not bool((sigmas[1:] > sigmas[:-1]).all()):
-                fail(node, "sigmas", "must ascend (connect FlipSigmas between the scheduler and SamplerCustomAdvanced)",
-                     [round(float(s), 4) for s in sigmas])
-            return solver(max_iterations, tolerance, criterion, anderson_window, perturbation, seed, [])(
-                model, x, sigmas, extra_args, callback)
-        return io.NodeOutput(CoreSampler(run))
+            # the same checks as Fixed-Point Invert, on what SamplerCustomAdvanced hands over, before any model call
+            model_family(node, sampler.base_model.model_sampling)
+            check_sigmas(node, sigmas, direction="ascending")
+            check_samples(node, "latent_image (of SamplerCustomAdvanced)", x, sampler.base_model)
+            return solver(*options, [])(model, x, sigmas, extra_args, callback)
+        sampler = CoreSampler(run, node=node)
+        return io.NodeOutput(sampler)
