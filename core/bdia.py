@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import trange
 
 from .fixed_point import invert_fixed_point
-from .frame import batch_sigma, euler_step
+from .frame import batch_sigma, euler_step, require_schedule
 
 
 def bdia_coefficients(gamma, flow):
@@ -51,7 +51,7 @@ def obelm_coefficients(s_lo, s, s_hi):
 
 def _two_step_sample(model, x, sigmas, coefficients, extra_args, callback, disable, x_below):
     extra_args = {} if extra_args is None else extra_args
-    s = [float(v) for v in sigmas]
+    s = require_schedule(sigmas, descending=True)
     dtype = x.dtype
     x_hi, x = (None, x.double()) if x_below is None else (x.double(), x_below.double())
     start = 0 if x_below is None else 1
@@ -70,7 +70,7 @@ def _two_step_sample(model, x, sigmas, coefficients, extra_args, callback, disab
 
 def _two_step_invert(model, x, sigmas, coefficients, extra_args, callback, disable, first_step_iters):
     extra_args = {} if extra_args is None else extra_args
-    s = [float(v) for v in sigmas]
+    s = require_schedule(sigmas, descending=False)
     dtype = x.dtype
     x_lo = x.double()
     x = invert_fixed_point(model, x_lo, s[:2], extra_args, max_iter=first_step_iters, criterion="intra",

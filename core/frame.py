@@ -18,6 +18,17 @@ def euler_step(x, denoised, sigma, sigma_next):
     return denoised + (sigma_next / sigma) * (x - denoised)
 
 
+def require_schedule(sigmas, descending=True):
+    """Raise a ValueError unless ``sigmas`` has a step, is finite and strictly descending (ascending), and only
+    its clean end may be 0: every step divides by the σ it starts from (descending) or reaches (ascending)."""
+    s = [float(v) for v in sigmas]
+    order = all(a > b for a, b in zip(s, s[1:])) if descending else all(a < b for a, b in zip(s, s[1:]))
+    if len(s) < 2 or not all(v == v and abs(v) != float("inf") for v in s) or min(s) < 0 or not order:
+        raise ValueError(f"sigmas must be finite, non-negative and strictly {'de' if descending else 'a'}scending "
+                         f"with at least one step, got {s}")
+    return s
+
+
 def rel_rms(a, b):
     """Relative RMS error ‖a − b‖ / ‖b‖ per batch element (a tensor of shape [B])."""
     a, b = a.double().flatten(1), b.double().flatten(1)

@@ -11,6 +11,7 @@ schedule ``s`` (e.g. A, A, B: group inversion) gives a periodic orbit whose peri
 schedule. Clusters are the iterates grouped by index modulo the detected period.
 """
 import itertools
+import math
 
 import torch
 
@@ -63,9 +64,11 @@ def detect_period(history, max_period=8, rel_tol=1e-3, periodic_tol=0.1):
     """
     max_period = max(1, min(max_period, (history.shape[0] - 1) // 2))
     errors = [periodicity(history, p) for p in range(1, max_period + 1)]
+    if not all(math.isfinite(e) for e in errors):
+        raise ValueError("detect_period: the iterate history holds NaN or inf (the iteration diverged)")
     best = min(errors)
     limit = max(rel_tol, 1.5 * best) if best < periodic_tol else best
-    period = next(p for p, e in enumerate(errors, 1) if e <= limit)
+    period = next((p for p, e in enumerate(errors, 1) if e <= limit), errors.index(best) + 1)
     return period, errors
 
 

@@ -3,9 +3,9 @@ from .api import io
 import comfy.samplers
 
 from .. import core
-from .common import (CATEGORY, InvertedNoise, check_latent, check_range, check_sigmas, conditioning_inputs, fail,
-                     family_signature, make_guider, model_family, output_latent, run_in_guider, state_to_latent,
-                     wrap_denoiser)
+from .common import (CATEGORY, InvertedNoise, check_choice, check_finite_output, check_latent, check_range,
+                     check_samples, check_sigmas, checked_callback, conditioning_inputs, fail, family_signature,
+                     make_guider, model_family, output_latent, run_in_guider, state_to_latent, wrap_denoiser)
 
 METHODS = ["bdia", "o-belm"]
 BDIAState = io.Custom("BDIA_INVERSION")
@@ -19,13 +19,16 @@ class BDIAInversion:
         self.x_top, self.x_below = x_top.double().cpu(), x_below.double().cpu()
 
 
-def method_inputs():
+GAMMA_MIN_INVERT = 0.01  # the inverse divides by γ: BDIA Invert's γ widget starts here
+
+
+def method_inputs(invert=False):
     return [
         io.Combo.Input("method", options=METHODS, default="bdia",
                        tooltip="bdia: BDIA (ECCV 2024) with γ. o-belm: O-BELM (NeurIPS 2024), second order, no γ. "
                                "Both take one model call per step and invert exactly."),
-        io.Float.Input("gamma", default=0.96, min=0.0, max=1.0, step=0.01,
-                       tooltip="BDIA's γ: 0 = plain DDIM, 1 = leapfrog. Inversion needs γ in (0, 1]; the inverse "
+        io.Float.Input("gamma", default=0.96, min=GAMMA_MIN_INVERT if invert else 0.0, max=1.0, step=0.01,
+                       tooltip="BDIA's γ: 0 = plain DDIM, 1 = leapfrog. Inversion needs γ in [0.01, 1]; the inverse "
                                "amplifies rounding by about 1/γ per step, so keep 0.9–1 for editing."),
     ]
 
@@ -59,15 +62,20 @@ def sample_fn(model, x, sigmas, extra_args=None, callback=None, disable=None, me
     """KSAMPLER function: BDIA / O-BELM sampling, starting from an inversion's pair when one is connected."""
     node = "BDIASampler"
     base = model.inner_model.inner_model
+    # the same checks as BDIA Invert, on what SamplerCustomAdvanced hands over, before any model call
     flow = model_family(node, base.model_sampling) == "flow"
+    check_sigmas(node, sigmas, direction="descending")
+    check_samples(node, "latent_image (of SamplerCustomAdvanced)", x, base)
     x_below = None
     if inversion is not None:
         check_inversion(node, inversion, family_signature(base), sigmas, x, method, gamma)
         x, x_below = inversion.x_top.to(x.device), inversion.x_below.to(x.device)
-    cb = None if callback is None else (
+    preview = None if callback is None else (
         lambda d: callback({**d, "x": d["x"].float(), "denoised": d["denoised"].float()}))
+    cb = checked_callback(node, preview, len(sigmas) - 1, "'gamma' and SamplerCustomAdvanced's 'sigmas' and latent")
     out = _run_core(True, wrap_denoiser(model), x.double(), sigmas.double(), extra_args, cb, disable, method,
                     gamma, flow, x_below=x_below)
+    check_finite_output(node, "the final state", out, "'gamma' and SamplerCustomAdvanced's 'sigmas' and latent")
     return out.float()
 
 
@@ -90,9 +98,10 @@ class BDIASampler(io.ComfyNode):
     @classmethod
     def execute(cls, method, gamma, inversion=None) -> io.NodeOutput:
         node = "BDIASampler"
-        if method not in METHODS:
-            fail(node, "method", f"must be one of {METHODS}", method)
-        check_range(node, "gamma", gamma, 0.0, 1.0)
+        check_choice(node, "method", method, METHODS)
+        gamma = check_range(node, "gamma", gamma, 0.0, 1.0)
+        if inversion is not None and not isinstance(inversion, BDIAInversion):
+            fail(node, "inversion", "must be the 'inversion' output of BDIA Invert", type(inversion).__name__)
         return io.NodeOutput(comfy.samplers.KSAMPLER(
             sample_fn, extra_options={"method": method, "gamma": gamma, "inversion": inversion}))
 
@@ -110,7 +119,7 @@ class BDIAInvert(io.ComfyNode):
                 io.Latent.Input("latent", tooltip="The image latent to invert (batches allowed)."),
                 io.Sigmas.Input("sigmas", tooltip="The schedule you will regenerate with (any stock scheduler, "
                                                   "descending; a partial schedule inverts partially)."),
-            ] + method_inputs(),
+            ] + method_inputs(invert=True),
             outputs=[
                 io.Noise.Output(display_name="noise", tooltip="Starts SamplerCustomAdvanced at the inverted state."),
                 BDIAState.Output(display_name="inversion", tooltip="Connect to BDIA Sampler's inversion input."),
@@ -129,17 +138,16 @@ class BDIAInvert(io.ComfyNode):
         flow = model_family(node, ms) == "flow"
         samples = check_latent(node, "latent", latent, patcher)
         descending = check_sigmas(node, sigmas)
-        if method not in METHODS:
-            fail(node, "method", f"must be one of {METHODS}", method)
-        if method == "bdia":
-            check_range(node, "gamma", gamma, 0.0, 1.0, lo_open=True)
+        check_choice(node, "method", method, METHODS)
+        gamma = check_range(node, "gamma", gamma, GAMMA_MIN_INVERT, 1.0)
         pair = {}
 
         def run(model_fn, x, s, extra_args, callback):
             pair["top"], pair["below"] = _run_core(False, model_fn, x, s, extra_args, callback, True, method, gamma,
                                                    flow)
             return pair["top"]
-        _, sampler = run_in_guider(guider, samples, descending.flip(0), run)
+        _, sampler = run_in_guider(guider, samples, descending.flip(0), run, node=node)
+        check_finite_output(node, "the inverted pair", pair["below"])
         inversion = BDIAInversion(method, gamma, family_signature(sampler.base_model), descending, pair["top"],
                                   pair["below"])
         sigma_top = float(descending[0])

@@ -3,6 +3,7 @@
 No mathematics lives here; every method is a function in ``..core``.
 """
 import math
+import numbers
 
 import torch
 
@@ -39,10 +40,20 @@ def family_signature(base_model):
 
 def make_guider(node, model, positive=None, negative=None, cfg=1.0, guider=None):
     """The connected GUIDER, or a stock CFGGuider (plain positive-only guider when there is no negative)."""
+    cfg = check_range(node, "cfg", cfg, 0.0, 100.0)
     if guider is not None:
+        if not (hasattr(guider, "model_patcher") and callable(getattr(guider, "sample", None))):
+            fail(node, "guider", "must be a GUIDER (CFGGuider, BasicGuider…)", type(guider).__name__)
         return guider
     if model is None:
         fail(node, "model", "is required when no guider is connected")
+    if not hasattr(model, "get_model_object"):
+        fail(node, "model", "must be a MODEL (a loader's output)", type(model).__name__)
+    for name, cond in (("positive", positive), ("negative", negative)):
+        if cond is not None and not (isinstance(cond, list) and cond and all(
+                isinstance(c, (list, tuple)) and len(c) == 2 and torch.is_tensor(c[0]) and isinstance(c[1], dict)
+                for c in cond)):
+            fail(node, name, "must be a CONDITIONING (a text encoder's output)", type(cond).__name__)
     if positive is None:
         fail(node, "positive", "is required when no guider is connected")
     g = comfy.samplers.CFGGuider(model)
@@ -57,37 +68,141 @@ def make_guider(node, model, positive=None, negative=None, cfg=1.0, guider=None)
 
 
 # ---------------------------------------------------------------- validation
+# One mechanism for every node: each widget, latent, schedule and model is checked here before any model call,
+# and every state a node computes is checked for NaN/inf as it is produced (``check_finite_output``).
+
+MAX_LATENT = 1e4  # VAE latents are O(1–10); anything this large overflows float32 inside the model
+
+
+def model_object(model, name):
+    """``name`` (latent_format, model_sampling…) of a ModelPatcher (patch-aware) or of a BaseModel."""
+    getter = getattr(model, "get_model_object", None)
+    return getter(name) if getter is not None else getattr(model, name)
+
+
+def min_latent_size(model):
+    """Smallest latent height/width the model runs on: a UNet halves it len(channel_mult) − 1 times and its
+    GroupNorms need more than one value per channel at the deepest level (so at least 2×2 there); DiTs pad."""
+    base = getattr(model, "model", model) if hasattr(model, "get_model_object") else model
+    unet_config = getattr(getattr(base, "model_config", None), "unet_config", None) or {}
+    mult = unet_config.get("channel_mult")
+    return 2 ** (len(mult) - 1) + 1 if mult else 1
+
+
+def check_samples(node, name, samples, model):
+    """A latent tensor the model can run on: float, its dimensionality and channels, batch ≥ 1, large enough,
+    finite and of VAE scale. Returned as float32 when it was float16/bfloat16."""
+    if not torch.is_tensor(samples) or not samples.is_floating_point():
+        fail(node, name, "must be a LATENT whose 'samples' is a floating-point tensor",
+             f"dtype {samples.dtype}" if torch.is_tensor(samples) else type(samples).__name__)
+    latent_format = model_object(model, "latent_format")
+    channels, dims = latent_format.latent_channels, getattr(latent_format, "latent_dimensions", 2)
+    layout = {1: "[B, C, L]", 2: "[B, C, H, W]", 3: "[B, C, T, H, W]"}.get(dims, f"{dims + 2}-D")
+    ndims = (4, 5) if dims == 3 else (dims + 2,)  # video models also take an image latent, as stock samplers do
+    if samples.ndim not in ndims or samples.shape[1] != channels:
+        fail(node, name, f"must have {channels} channels and the layout {layout} for this model",
+             f"shape {list(samples.shape)}")
+    if samples.shape[0] < 1:
+        fail(node, name, "must hold at least one image (batch ≥ 1)", f"shape {list(samples.shape)}")
+    smallest = min_latent_size(model)
+    if dims >= 2 and min(samples.shape[-2:]) < smallest:
+        fail(node, name, f"must be at least {smallest}×{smallest} for this model (its UNet halves the latent "
+                         f"{int(math.log2(smallest - 1))} times)", f"shape {list(samples.shape)}")
+    if not torch.isfinite(samples).all():
+        fail(node, name, "must be finite", "NaN or inf values")
+    peak = float(samples.abs().max()) if samples.numel() else 0.0
+    if peak > MAX_LATENT:
+        fail(node, name, f"must hold VAE-scale values (|x| ≤ {MAX_LATENT:g})", f"max |x| = {peak:.3g}")
+    return samples.float() if samples.dtype in (torch.float16, torch.bfloat16) else samples
+
+
 def check_latent(node, name, latent, model):
+    """A LATENT dict with a 'samples' tensor that ``check_samples`` accepts; returns the samples."""
     samples = latent["samples"] if isinstance(latent, dict) and "samples" in latent else None
     if not torch.is_tensor(samples):
         fail(node, name, "must be a LATENT with a 'samples' tensor")
-    channels = model.get_model_object("latent_format").latent_channels
-    if samples.ndim not in (4, 5) or samples.shape[1] != channels:
-        fail(node, name, f"must have {channels} channels for this model (shape [B, {channels}, H, W])",
-             f"shape {list(samples.shape)}")
-    if not torch.isfinite(samples).all():
-        fail(node, name, "must be finite", "NaN or inf values")
-    return samples
+    return check_samples(node, name, samples, model)
 
 
-def check_sigmas(node, sigmas, name="sigmas"):
-    """Monotonic, finite, non-negative sigmas with at least one step; returned as float64 descending."""
+def check_sigmas(node, sigmas, name="sigmas", direction=None):
+    """Monotonic, finite, non-negative sigmas with at least one step; returned as float64 descending.
+
+    ``direction`` ("descending"/"ascending") also requires that order, with ``hint`` in the message.
+    Integer sigmas are converted; bool and complex ones refused."""
     if not torch.is_tensor(sigmas) or sigmas.ndim != 1 or sigmas.numel() < 2:
-        fail(node, name, "must hold at least two noise levels (one step)",
-             "an empty schedule" if torch.is_tensor(sigmas) and sigmas.numel() < 2 else None)
+        fail(node, name, "must hold at least two noise levels (one step) in a 1-D SIGMAS tensor",
+             (f"{sigmas.numel()} level(s)" if sigmas.ndim == 1 else f"shape {list(sigmas.shape)}")
+             if torch.is_tensor(sigmas) else type(sigmas).__name__)
+    if sigmas.dtype == torch.bool or sigmas.is_complex():
+        fail(node, name, "must hold real noise levels", f"dtype {sigmas.dtype}")
     s = sigmas.detach().double().cpu()
     if not torch.isfinite(s).all() or (s < 0).any():
         fail(node, name, "must be finite and non-negative", s.tolist())
     diff = s[1:] - s[:-1]
     if not ((diff < 0).all() or (diff > 0).all()):
         fail(node, name, "must be strictly monotonic (a scheduler's output, or FlipSigmas of one)", s.tolist())
+    if direction == "descending" and diff[0] > 0:
+        fail(node, name, "must descend (a scheduler's output, not FlipSigmas of one)",
+             [round(float(v), 4) for v in s])
+    if direction == "ascending" and diff[0] < 0:
+        fail(node, name, "must ascend (connect FlipSigmas between the scheduler and SamplerCustomAdvanced)",
+             [round(float(v), 4) for v in s])
     return s if diff[0] < 0 else s.flip(0)
 
 
-def check_range(node, name, value, lo, hi, lo_open=False):
+def check_range(node, name, value, lo, hi, lo_open=False, integer=False):
+    """A finite number within [lo, hi] ((lo, hi] with ``lo_open``), a whole one for INT widgets; returned as
+    int or float. bool, None, strings, NaN, ±inf and fractional ints are refused."""
+    kind = "a whole number" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        fail(node, name, f"must be {kind}", repr(value))
+    v = float(value)
+    if not math.isfinite(v):
+        fail(node, name, f"must be {kind} (finite)", value)
+    if integer:
+        if v != math.floor(v):
+            fail(node, name, "must be a whole number", value)
+        value = int(value) if isinstance(value, numbers.Integral) else int(v)
+    else:
+        value = v
     ok = (value > lo if lo_open else value >= lo) and value <= hi
-    if not ok or (isinstance(value, float) and math.isnan(value)):
+    if not ok:
         fail(node, name, f"must be in {'(' if lo_open else '['}{lo}, {hi}]", value)
+    return value
+
+
+def check_choice(node, name, value, options):
+    """One of a COMBO's options."""
+    if not isinstance(value, str) or value not in options:
+        fail(node, name, f"must be one of {list(options)}", repr(value))
+    return value
+
+
+def check_bool(node, name, value):
+    if not isinstance(value, bool):
+        fail(node, name, "must be true or false", repr(value))
+    return value
+
+
+def check_finite_output(node, step, x, culprits="'latent', 'cfg' and 'sigmas'"):
+    """Raise a ValueError naming the node and the step when ``x`` holds NaN or inf: never hand one downstream."""
+    if torch.is_tensor(x) and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{node}: {step} is not finite (NaN or inf): the model diverged on these inputs; "
+                         f"check the inputs {culprits}")
+    return x
+
+
+def checked_callback(node, callback, total, culprits="'latent', 'cfg' and 'sigmas'"):
+    """A core callback that first checks the step's state and prediction (``check_finite_output``)."""
+    def cb(d):
+        where = f"the state at step {d['i'] + 1} of {total}"
+        if d.get("sigma") is not None:
+            where += f" (σ={float(d['sigma']):.4g})"
+        check_finite_output(node, where, d.get("x"), culprits)
+        check_finite_output(node, where.replace("the state", "the model's prediction"), d.get("denoised"), culprits)
+        if callback is not None:
+            callback(d)
+    return cb
 
 
 # ---------------------------------------------------------------- running core code inside a guider
@@ -101,11 +216,11 @@ def wrap_denoiser(model_wrap, dtype=torch.float32, counter=None):
     return model
 
 
-def core_callback(callback, total):
-    """Core callbacks ({'i', 'x', 'denoised'}) to ComfyUI's (step, x0, x, total) preview callback."""
-    if callback is None:
-        return None
-    return lambda d: callback(d["i"], d["denoised"].float(), d["x"].float(), total)
+def core_callback(callback, total, node=None):
+    """Core callbacks ({'i', 'x', 'denoised'}) to ComfyUI's (step, x0, x, total) preview callback; with ``node``
+    every step's state is first checked for NaN/inf (``checked_callback``)."""
+    preview = None if callback is None else (lambda d: callback(d["i"], d["denoised"].float(), d["x"].float(), total))
+    return preview if node is None else checked_callback(node, preview, total)
 
 
 class CoreSampler(comfy.samplers.Sampler):
@@ -116,26 +231,29 @@ class CoreSampler(comfy.samplers.Sampler):
     of ``run`` are left in the caller's closure.
     """
 
-    def __init__(self, run, total=None):
-        self.run, self.total, self.counter = run, total, {"calls": 0}
+    def __init__(self, run, total=None, node=None):
+        self.run, self.total, self.counter, self.node = run, total, {"calls": 0}, node
 
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                disable_pbar=False):
-        self.base_model = model_wrap.inner_model
+        self.guider, self.base_model = model_wrap, model_wrap.inner_model
         model = wrap_denoiser(model_wrap, counter=self.counter)
-        x = self.run(model, latent_image.double(), sigmas.double(), extra_args, core_callback(callback, self.total or len(sigmas) - 1))
+        x = self.run(model, latent_image.double(), sigmas.double(), extra_args,
+                     core_callback(callback, self.total or len(sigmas) - 1, self.node))
+        if self.node is not None:
+            check_finite_output(self.node, "the final state", x)
         self.state = x
         return x.float()
 
 
-def run_in_guider(guider, samples, sigmas, run, total=None):
+def run_in_guider(guider, samples, sigmas, run, total=None, node=None):
     """Run ``run`` through ``guider.sample`` (model loading, conds, CFG, patches) on a copy of ``samples``.
 
     Returns ``(latent_out, sampler)``: ``process_latent_out`` of the final state, and the CoreSampler
     holding the model-space state (``.state``) and the model-call count. ``total`` is the progress-bar length
-    (default: the number of steps).
+    (default: the number of steps). With ``node`` every step's state and the result are checked for NaN/inf.
     """
-    sampler = CoreSampler(run, total)
+    sampler = CoreSampler(run, total, node)
     callback = latent_preview.prepare_callback(guider.model_patcher, total or len(sigmas) - 1)
     out = guider.sample(torch.zeros_like(samples), samples.clone(), sampler, sigmas.float(), callback=callback,
                         disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=0)

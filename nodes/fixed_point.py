@@ -3,8 +3,8 @@ import torch
 from .api import io
 
 from .. import core
-from .common import (CATEGORY, CoreSampler, InvertedNoise, check_latent, check_range, check_sigmas,
-                     conditioning_inputs, fail, make_guider, model_family, output_latent, run_in_guider,
+from .common import (CATEGORY, CoreSampler, InvertedNoise, check_choice, check_latent, check_range, check_samples,
+                     check_sigmas, conditioning_inputs, make_guider, model_family, output_latent, run_in_guider,
                      state_to_latent, tolerance_input)
 
 CRITERIA = {"inter-path": "inter", "intra-path": "intra"}
@@ -15,7 +15,9 @@ def solver_inputs():
     return [
         io.Int.Input("max_iterations", default=MAX_ITERATIONS, min=1, max=100,
                      tooltip="Iterations per step at most (each evaluates the model once per image and path). "
-                             "1 = naive DDIM inversion."),
+                             "1 = naive DDIM inversion. Cost: up to steps × this many evaluations per image (twice "
+                             "with inter-path), e.g. 800 for 8 steps at 100: minutes on a full-size model when the "
+                             "tolerance is out of reach."),
         tolerance_input(io, TOLERANCE),
         io.Combo.Input("criterion", options=list(CRITERIA), default="intra-path",
                        tooltip="intra-path: stop on ‖f(z) − z‖ (AIDI), with Anderson acceleration; the cheapest. "
@@ -23,8 +25,8 @@ def solver_inputs():
                                "second started at z + N(0, I) in the model's latent; two evaluations per iteration."),
         io.Int.Input("anderson_window", default=3, min=0, max=10,
                      tooltip="intra-path only: Anderson acceleration window m (AIDI). 0 = plain Picard iteration, "
-                             "which may stall on flow models. inter-path always iterates with plain Picard, as the "
-                             "paper does."),
+                             "which may stall on flow models. The window costs no model calls; above about 5 it rarely "
+                             "helps. inter-path always iterates with plain Picard, as the paper does."),
         io.Float.Input("perturbation", default=1.0, min=0.0, max=10.0, step=0.05,
                        tooltip="inter-path only: the second path starts at z + perturbation·N(0, I) in the model's "
                                "own latent (1 = the paper)."),
@@ -32,13 +34,14 @@ def solver_inputs():
     ]
 
 
-def check_solver(node, max_iterations, tolerance, criterion, anderson_window, perturbation):
-    check_range(node, "max_iterations", max_iterations, 1, 100)
-    check_range(node, "tolerance", tolerance, 0.0, 1.0, lo_open=True)
-    check_range(node, "anderson_window", anderson_window, 0, 10)
-    check_range(node, "perturbation", perturbation, 0.0, 10.0)
-    if criterion not in CRITERIA:
-        fail(node, "criterion", f"must be one of {list(CRITERIA)}", criterion)
+def check_solver(node, max_iterations, tolerance, criterion, anderson_window, perturbation, seed):
+    """The solver widgets, converted (INT widgets to int); returned in the order given."""
+    return (check_range(node, "max_iterations", max_iterations, 1, 100, integer=True),
+            check_range(node, "tolerance", tolerance, 1e-12, 1.0),
+            check_choice(node, "criterion", criterion, CRITERIA),
+            check_range(node, "anderson_window", anderson_window, 0, 10, integer=True),
+            check_range(node, "perturbation", perturbation, 0.0, 10.0),
+            check_range(node, "seed", seed, 0, 2 ** 31 - 1, integer=True))
 
 
 def per_image_conditioning(guider):
@@ -123,11 +126,12 @@ class FixedPointInvert(io.ComfyNode):
         family = model_family(node, ms)
         samples = check_latent(node, "latent", latent, patcher)
         descending = check_sigmas(node, sigmas)
-        check_solver(node, max_iterations, tolerance, criterion, anderson_window, perturbation)
+        max_iterations, tolerance, criterion, anderson_window, perturbation, seed = check_solver(
+            node, max_iterations, tolerance, criterion, anderson_window, perturbation, seed)
         diagnostics = []
         run = solver(max_iterations, tolerance, criterion, anderson_window, perturbation, seed, diagnostics,
                      lambda: family, lambda: not per_image_conditioning(guider))
-        _, sampler = run_in_guider(guider, samples, descending.flip(0), run)
+        _, sampler = run_in_guider(guider, samples, descending.flip(0), run, node=node)
         sigma_top = float(descending[0])
         process_in = patcher.get_model_object("process_latent_in")
         process_out = patcher.get_model_object("process_latent_out")
@@ -151,22 +155,14 @@ class FixedPointInversionSampler(io.ComfyNode):
     @classmethod
     def execute(cls, max_iterations, tolerance, criterion, anderson_window, perturbation, seed) -> io.NodeOutput:
         node = "FixedPointInversionSampler"
-        check_solver(node, max_iterations, tolerance, criterion, anderson_window, perturbation)
+        options = check_solver(node, max_iterations, tolerance, criterion, anderson_window, perturbation, seed)
 
         def run(model, x, sigmas, extra_args, callback):
-            if len(sigmas) < 2 or not bool((sigmas[1:] > sigmas[:-1]).all()):
-                fail(node, "sigmas", "must ascend (connect FlipSigmas between the scheduler and SamplerCustomAdvanced)",
-                     [round(float(s), 4) for s in sigmas])
-            return solver(max_iterations, tolerance, criterion, anderson_window, perturbation, seed, [],
-                          lambda: model_family(node, sampler.base_model.model_sampling),
-                          lambda: not per_image_conditioning(sampler.guider))(model, x, sigmas, extra_args, callback)
-        sampler = GuiderSampler(run)
+            # the same checks as Fixed-Point Invert, on what SamplerCustomAdvanced hands over, before any model call
+            family = model_family(node, sampler.base_model.model_sampling)
+            check_sigmas(node, sigmas, direction="ascending")
+            check_samples(node, "latent_image (of SamplerCustomAdvanced)", x, sampler.base_model)
+            return solver(*options, [], lambda: family, lambda: not per_image_conditioning(sampler.guider))(
+                model, x, sigmas, extra_args, callback)
+        sampler = CoreSampler(run, node=node)
         return io.NodeOutput(sampler)
-
-
-class GuiderSampler(CoreSampler):
-    """A CoreSampler that also keeps the guider it runs in (its conditioning decides whether calls may shrink)."""
-
-    def sample(self, model_wrap, *args, **kwargs):
-        self.guider = model_wrap
-        return super().sample(model_wrap, *args, **kwargs)

@@ -5,20 +5,25 @@ import torch
 from .api import io
 
 from .. import core
-from .common import (CATEGORY, check_latent, check_range, conditioning_inputs, fail, latent_weight, make_guider,
-                     model_family,
+from .common import (CATEGORY, check_bool, check_finite_output, check_latent, check_range, conditioning_inputs, fail,
+                     latent_weight, make_guider, model_family,
                      output_latent, run_in_guider, state_to_latent)
 from .grad import LowRank, differentiable, dit_blocks, needs_checkpointing, training
-from .oscillation import resolve_sigma
+from .oscillation import SIGMA_MAX, SIGMA_MIN, resolve_sigma
 from .plot import curve_image
 
 ADAPTED = ("to_q", "to_k", ".qkv")  # attention query/key projections (SD1.x/SDXL to_q/to_k; SD3/Flux fused qkv)
 
 
+LR_MIN = 0.001  # the learning-rate widgets' lower end (0 would optimise nothing)
+
+
 def sigma_inputs():
     return [
-        io.Float.Input("sigma", default=0.40, min=0.0, max=1000.0, step=0.01,
-                       tooltip="The noise level of the latent (the one it was inverted or oscillated at)."),
+        io.Float.Input("sigma", default=0.40, min=SIGMA_MIN, max=SIGMA_MAX, step=0.01,
+                       tooltip="The noise level of the latent (the one it was inverted or oscillated at). At most the "
+                               "model's σ_max: 1 for flow models (SD3, Flux), about 14.6 for SD1.x/SDXL. In "
+                               "'fraction of schedule' mode at most 1."),
         io.Combo.Input("sigma_mode", options=["absolute", "fraction of schedule"], default="absolute",
                        tooltip="absolute, or that fraction of the way along the model's own schedule."),
         io.Boolean.Input("gradient_checkpointing", default=True,
@@ -38,6 +43,7 @@ def prepare(node, guider, sigma, sigma_mode, checkpointing):
     ms = patcher.get_model_object("model_sampling")
     flow = model_family(node, ms) == "flow"
     sigma = resolve_sigma(node, ms, sigma, sigma_mode)
+    checkpointing = check_bool(node, "gradient_checkpointing", checkpointing)
     if needs_checkpointing(patcher) and not checkpointing:
         fail(node, "gradient_checkpointing", "must be on for Flux (its blocks add in place into their inputs; "
                                              "only the checkpointed path can differentiate them)")
@@ -65,11 +71,13 @@ class PostInversionOptimize(io.ComfyNode):
                 io.Latent.Input("target_2", optional=True, tooltip="Optional second target latent."),
                 io.Float.Input("weight_2", default=0.0, min=0.0, max=100.0, step=0.05,
                                tooltip="Weight of target 2 (0 ignores it)."),
-                io.Int.Input("steps", default=6, min=1, max=1000, tooltip="AdamW steps per round (paper: 6)."),
+                io.Int.Input("steps", default=6, min=1, max=1000,
+                             tooltip="AdamW steps per round (paper: 6). Cost: steps × rounds forward and backward "
+                                     "passes (each about 3 model calls of time); the maxima are a million passes."),
                 io.Int.Input("rounds", default=20, min=1, max=1000, tooltip="Rounds (paper: 20)."),
-                io.Float.Input("lr_noise", default=0.05, min=0.0, max=10.0, step=0.001,
+                io.Float.Input("lr_noise", default=0.05, min=LR_MIN, max=10.0, step=0.001,
                                tooltip="Learning rate of the noise part v (paper: 0.05)."),
-                io.Float.Input("lr_image", default=0.01, min=0.0, max=10.0, step=0.001,
+                io.Float.Input("lr_image", default=0.01, min=LR_MIN, max=10.0, step=0.001,
                                tooltip="Learning rate of x̂ (paper: 0.01)."),
             ] + sigma_inputs(),
             outputs=[
@@ -90,7 +98,7 @@ class PostInversionOptimize(io.ComfyNode):
         samples = check_latent(node, "latent", latent, guider.model_patcher)
         targets, weights = [], []
         for name, t, w in (("target_1", target_1, weight_1), ("target_2", target_2, weight_2)):
-            check_range(node, name.replace("target", "weight"), w, 0.0, 100.0)
+            w = check_range(node, name.replace("target", "weight"), w, 0.0, 100.0)
             if t is None:
                 continue
             ts = check_latent(node, name, t, guider.model_patcher)
@@ -103,10 +111,10 @@ class PostInversionOptimize(io.ComfyNode):
             fail(node, "weight_2", "must be 0 when target_2 is not connected", weight_2)
         if not targets:
             fail(node, "weight_1", "and weight_2 must not both be 0")
-        check_range(node, "steps", steps, 1, 1000)
-        check_range(node, "rounds", rounds, 1, 1000)
-        check_range(node, "lr_noise", lr_noise, 0.0, 10.0, lo_open=True)
-        check_range(node, "lr_image", lr_image, 0.0, 10.0, lo_open=True)
+        steps = check_range(node, "steps", steps, 1, 1000, integer=True)
+        rounds = check_range(node, "rounds", rounds, 1, 1000, integer=True)
+        lr_noise = check_range(node, "lr_noise", lr_noise, LR_MIN, 10.0)
+        lr_image = check_range(node, "lr_image", lr_image, LR_MIN, 10.0)
         grad_guider, grad_patcher, ms, flow, sigma, checkpointing = prepare(node, guider, sigma, sigma_mode,
                                                                            gradient_checkpointing)
         process_in = grad_patcher.get_model_object("process_latent_in")
@@ -124,7 +132,9 @@ class PostInversionOptimize(io.ComfyNode):
                     summary=found["summary"])
             found["state"] = state
             return prediction
-        _, sampler = run_in_guider(grad_guider, samples, torch.tensor([sigma, 0.0]), run, total=steps * rounds)
+        _, sampler = run_in_guider(grad_guider, samples, torch.tensor([sigma, 0.0]), run, total=steps * rounds,
+                                   node=node)
+        check_finite_output(node, "the optimised state", found["state"])
         process_out = grad_patcher.get_model_object("process_latent_out")
         losses, summary = found["losses"], found["summary"]
         text = (f"{node}: σ={sigma:.4g}, {steps}×{rounds} steps, loss {summary['initial']:.4g} → {summary['loss']:.4g} "
@@ -148,8 +158,10 @@ class FineTuneInversion(io.ComfyNode):
             inputs=conditioning_inputs(io) + [
                 state_input(),
                 io.Latent.Input("target", tooltip="The image latent the one-step prediction should match."),
-                io.Int.Input("steps", default=100, min=1, max=10000, tooltip="Training steps (about 100)."),
-                io.Float.Input("learning_rate", default=1e-4, min=0.0, max=1.0, step=1e-5, round=False,
+                io.Int.Input("steps", default=100, min=1, max=10000,
+                             tooltip="Training steps (about 100). Cost: one forward and backward pass each (about "
+                                     "3 model calls of time); 10000 takes hours on a full-size model."),
+                io.Float.Input("learning_rate", default=1e-4, min=1e-6, max=1.0, step=1e-5, round=False,
                                tooltip="AdamW learning rate of the adapters (about 1e-4)."),
                 io.Int.Input("rank", default=4, min=1, max=128, tooltip="Adapter rank."),
                 io.Int.Input("seed", default=0, min=0, max=2 ** 31 - 1, tooltip="Seed of the adapters' init."),
@@ -170,9 +182,10 @@ class FineTuneInversion(io.ComfyNode):
         ts = check_latent(node, "target", target, base)
         if tuple(ts.shape) != tuple(samples.shape):
             fail(node, "target", f"must have the latent's shape {list(samples.shape)}", list(ts.shape))
-        check_range(node, "steps", steps, 1, 10000)
-        check_range(node, "learning_rate", learning_rate, 0.0, 1.0, lo_open=True)
-        check_range(node, "rank", rank, 1, 128)
+        steps = check_range(node, "steps", steps, 1, 10000, integer=True)
+        learning_rate = check_range(node, "learning_rate", learning_rate, 1e-6, 1.0)
+        rank = check_range(node, "rank", rank, 1, 128, integer=True)
+        seed = check_range(node, "seed", seed, 0, 2 ** 31 - 1, integer=True)
         grad_guider, grad_patcher, ms, flow, sigma, _ = prepare(node, guider, sigma, sigma_mode, gradient_checkpointing)
         generator = torch.Generator().manual_seed(seed)
         adapters = {}
@@ -207,7 +220,10 @@ class FineTuneInversion(io.ComfyNode):
                     if callback is not None:
                         callback({"i": i, "x": z, "denoised": prediction.detach()})
             return prediction.detach()
-        run_in_guider(grad_guider, samples, torch.tensor([sigma, 0.0]), run, total=steps)
+        run_in_guider(grad_guider, samples, torch.tensor([sigma, 0.0]), run, total=steps, node=node)
+        for adapter in adapters.values():
+            for p in adapter.parameters():
+                check_finite_output(node, "the trained adapters", p.detach(), "'learning_rate', 'latent' and 'cfg'")
         tuned = base.clone()
         for key, adapter in adapters.items():
             adapter.requires_grad_(False)

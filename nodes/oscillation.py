@@ -4,8 +4,8 @@ from .api import io
 import comfy.samplers
 
 from .. import core
-from .common import (CATEGORY, check_latent, check_range, conditioning_inputs, fail, make_guider, model_family,
-                     output_latent, run_in_guider, state_to_latent)
+from .common import (CATEGORY, check_choice, check_finite_output, check_latent, check_range, conditioning_inputs,
+                     fail, make_guider, model_family, output_latent, run_in_guider, state_to_latent)
 from .plot import matrix_image
 
 DECODE = ["one-step", "sample"]
@@ -14,8 +14,10 @@ LETTERS = "ABCD"
 
 def oscillation_inputs():
     return [
-        io.Float.Input("sigma", default=0.40, min=0.0, max=1000.0, step=0.01,
-                       tooltip="The fixed noise level σ (the paper: 0.40 on Flux's unshifted schedule)."),
+        io.Float.Input("sigma", default=0.40, min=SIGMA_MIN, max=SIGMA_MAX, step=0.01,
+                       tooltip="The fixed noise level σ (the paper: 0.40 on Flux's unshifted schedule). At most the "
+                               "model's σ_max: 1 for flow models (SD3, Flux), about 14.6 for SD1.x/SDXL. In "
+                               "'fraction of schedule' mode at most 1."),
         io.Combo.Input("sigma_mode", options=["absolute", "fraction of schedule"], default="absolute",
                        tooltip="absolute: σ as given. fraction of schedule: σ is the noise level that far along the "
                                "model's own schedule from clean (0) to pure noise (1), shift included."),
@@ -28,7 +30,8 @@ def oscillation_inputs():
                              "briefly per iteration, so 1000 iterations keep 1.5 GB per image and need 3.5 GB more "
                              "for a moment."),
         io.Int.Input("burn_in", default=4, min=0, max=999,
-                     tooltip="Iterations dropped before the period and the clusters are measured."),
+                     tooltip="Iterations dropped before the period and the clusters are measured; at most "
+                             "iterations − 2 are dropped (a larger value is reduced to that)."),
         io.Int.Input("max_period", default=6, min=1, max=64, tooltip="Longest period looked for."),
         io.Combo.Input("decode", options=DECODE, default="one-step",
                        tooltip="one-step: the centre's clean prediction D(z̄, σ) (one model call). sample: Euler from "
@@ -50,13 +53,21 @@ OUTPUTS = [
 ]
 
 
+SIGMA_MIN, SIGMA_MAX = 0.01, 14.6  # the σ widget's range: up to SD1.x/SDXL's σ_max (14.61); flow models stop at 1
+SIGMA_MODES = ["absolute", "fraction of schedule"]
+
+
 def resolve_sigma(node, ms, sigma, sigma_mode):
-    if sigma_mode == "fraction of schedule":
-        check_range(node, "sigma", sigma, 0.0, 1.0, lo_open=True)
-        sigma = float(ms.percent_to_sigma(1.0 - sigma))
+    """The absolute σ, in (0, σ_max] of this model; a fraction of 1 is σ_max."""
+    check_choice(node, "sigma_mode", sigma_mode, SIGMA_MODES)
     smax = float(ms.sigma_max)
-    if not 0 < sigma < smax:
-        fail(node, "sigma", f"must be in (0, σ_max = {smax:.4g}) for this model", sigma)
+    if sigma_mode == "fraction of schedule":
+        sigma = check_range(node, "sigma", sigma, SIGMA_MIN, 1.0)
+        sigma = min(float(ms.percent_to_sigma(1.0 - sigma)), smax)
+    else:
+        sigma = check_range(node, "sigma", sigma, SIGMA_MIN, SIGMA_MAX)
+    if not 0 < sigma <= smax:
+        fail(node, "sigma", f"must be at most σ_max = {smax:.4g} for this model", sigma)
     return sigma
 
 
@@ -89,12 +100,11 @@ def run_oscillation(node, guider, latents, schedule, sigma, sigma_mode, iteratio
     patcher = guider.model_patcher
     ms = patcher.get_model_object("model_sampling")
     model_family(node, ms)
-    check_range(node, "iterations", iterations, 2, 1000)
-    check_range(node, "burn_in", burn_in, 0, iterations - 2)
-    check_range(node, "max_period", max_period, 1, 64)
-    check_range(node, "decode_steps", decode_steps, 1, 200)
-    if decode not in DECODE:
-        fail(node, "decode", f"must be one of {DECODE}", decode)
+    iterations = check_range(node, "iterations", iterations, 2, 1000, integer=True)
+    burn_in = min(check_range(node, "burn_in", burn_in, 0, 999, integer=True), iterations - 2)
+    max_period = check_range(node, "max_period", max_period, 1, 64, integer=True)
+    decode_steps = check_range(node, "decode_steps", decode_steps, 1, 200, integer=True)
+    check_choice(node, "decode", decode, DECODE)
     sigma = resolve_sigma(node, ms, sigma, sigma_mode)
     process_in = patcher.get_model_object("process_latent_in")
     targets = [process_in(latent["samples"].float()) for latent in latents]
@@ -117,7 +127,8 @@ def run_oscillation(node, guider, latents, schedule, sigma, sigma_mode, iteratio
         return decoded
 
     _, sampler = run_in_guider(guider, latents[0]["samples"], torch.tensor([sigma, 0.0]), run,
-                                  total=iterations + len(decode_sigmas) - 1)
+                                  total=iterations + len(decode_sigmas) - 1, node=node)
+    check_finite_output(node, "the cluster centres", found["states"])
     process_out = patcher.get_model_object("process_latent_out")
     decoded = process_out(sampler.state.float().cpu())
     states = state_to_latent(ms, process_out, found["states"], sigma)
@@ -153,15 +164,28 @@ class OscillationInvert(io.ComfyNode):
                 cfg=1.0, positive=None, negative=None, guider=None) -> io.NodeOutput:
         node = "OscillationInvert"
         guider = make_guider(node, model, positive, negative, cfg, guider)
-        check_latent(node, "latent", latent, guider.model_patcher)
+        samples = check_latent(node, "latent", latent, guider.model_patcher)
+        latent = {**latent, "samples": samples}
         return run_oscillation(node, guider, [latent], (0,), sigma, sigma_mode, iterations, burn_in, max_period,
                                decode, decode_steps)
 
 
+MAX_SCHEDULE = 64
+
+
 def parse_schedule(node, text, connected):
-    letters = [t.strip().upper() for t in text.replace(" ", ",").split(",") if t.strip()]
+    """'A,A,B', 'A A B' and 'AAB' all mean A, A, B: every letter is one entry; commas and spaces only separate."""
+    if not isinstance(text, str):
+        fail(node, "schedule", "must be text listing image letters, e.g. 'A,A,B'", repr(text))
+    tokens = [t for t in text.replace(" ", ",").split(",") if t.strip()]
+    if any(not t.strip().isalpha() for t in tokens):
+        fail(node, "schedule", "may only hold the letters A–D separated by commas or spaces, e.g. 'A,A,B'",
+             repr(text))
+    letters = [c for t in tokens for c in t.strip().upper()]
     if not letters:
         fail(node, "schedule", "must list image letters, e.g. 'A,A,B'", repr(text))
+    if len(letters) > MAX_SCHEDULE:
+        fail(node, "schedule", f"may list at most {MAX_SCHEDULE} entries", f"{len(letters)}")
     for letter in letters:
         if letter not in LETTERS or not connected[LETTERS.index(letter)]:
             names = [f"image_{c.lower()}" for c, ok in zip(LETTERS, connected) if ok]
@@ -182,7 +206,9 @@ class GroupInversion(io.ComfyNode):
                         "(B = the stroke-edited image). Returns every cluster centre, decoded.",
             inputs=conditioning_inputs(io) + images + [
                 io.String.Input("schedule", default="A,A,B",
-                                tooltip="The order in which targets are cycled, e.g. A,A,B; its length sets the period."),
+                                tooltip="The order in which targets are cycled, e.g. A,A,B; its length sets the period. "
+                                        "Every letter is one entry: 'A,A,B', 'A A B' and 'AAB' are the same "
+                                        "schedule. Only the letters of connected images (A–D), at most 64."),
             ] + oscillation_inputs(),
             outputs=OUTPUTS)
 
@@ -195,10 +221,11 @@ class GroupInversion(io.ComfyNode):
         images = [image_a, image_b, image_c, image_d]
         order = parse_schedule(node, schedule, [im is not None for im in images])
         shape = None
-        for c, im in zip(LETTERS, images):
+        for k, (c, im) in enumerate(zip(LETTERS, images)):
             if im is None:
                 continue
             samples = check_latent(node, f"image_{c.lower()}", im, guider.model_patcher)
+            images[k] = {**im, "samples": samples}
             if shape is not None and tuple(samples.shape) != shape:
                 fail(node, f"image_{c.lower()}", f"must have the same shape as image_a {list(shape)}",
                      list(samples.shape))

@@ -96,7 +96,7 @@ def test_state_misuse_is_a_clear_error():
 @pytest.mark.parametrize("gamma", [0.0, 1.2, -0.5])
 def test_gamma_out_of_range_when_inverting(gamma):
     model = hostlib.tiny_model("sd15")
-    with pytest.raises(ValueError, match=r"BDIAInvert: input 'gamma' must be in \(0.0, 1.0\]"):
+    with pytest.raises(ValueError, match=r"BDIAInvert: input 'gamma' must be in \[0.01, 1.0\]"):
         invert(model, hostlib.guider(model, "sd15"), hostlib.image_latent("sd15"), hostlib.sigmas(model, 4),
                gamma=gamma)
 

@@ -141,7 +141,7 @@ def test_bad_input_is_a_clear_error():
         optimize(loaded, family, target_1=hostlib.image_latent(family, size=8))
     with pytest.raises(ValueError, match=r"PostInversionOptimize: input 'weight_2' must be 0 when target_2 is not"):
         optimize(loaded, family, weight_2=0.5)
-    with pytest.raises(ValueError, match=r"PostInversionOptimize: input 'lr_noise' must be in \(0.0, 10.0\]"):
+    with pytest.raises(ValueError, match=r"PostInversionOptimize: input 'lr_noise' must be in \[0.001, 10.0\]"):
         optimize(loaded, family, lr_noise=0.0)
     with pytest.raises(ValueError, match=r"PostInversionOptimize: input 'steps' must be in \[1, 1000\]"):
         optimize(loaded, family, steps=0)

@@ -89,9 +89,10 @@ def test_schedule_naming_an_unconnected_image():
         bad_group(schedule="A,B,C")
 
 
-@pytest.mark.parametrize("sigma", [0.0, 1.0, 1.5])
-def test_sigma_outside_range(sigma):
-    with pytest.raises(ValueError, match=r"GroupInversion: input 'sigma' must be in \(0, σ_max = 1\)"):
+@pytest.mark.parametrize("sigma, message", [(0.0, r"must be in \[0.01, 14.6\]"),
+                                            (1.5, r"must be at most σ_max = 1 for this model")])
+def test_sigma_outside_range(sigma, message):
+    with pytest.raises(ValueError, match=r"GroupInversion: input 'sigma' " + message):
         bad_group(sigma=sigma)
 
 
