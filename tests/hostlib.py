@@ -100,6 +100,11 @@ MORE_FAMILIES = {
                                               "pos_emb_learnable": True, "use_adaln_lora": True,
                                               "adaln_lora_dim": 16, "rope_enable_fps_modulation": False}, 16, 1.0),
 }
+# Refused by the nodes (tested): Lotus outputs the clean latent directly (ComfyUI's IMG_TO_IMG sampling)
+REFUSED_FAMILIES = {
+    "lotus": ("LotusD", {**_UNET, "context_dim": 32, "adm_in_channels": 4, "num_classes": "sequential",
+                         "num_head_channels": 16, "use_linear_in_transformer": True}, 4, 1.0),
+}
 MIN_SIZE = {"pixart_sigma": 48}  # PixArt's position embedding divides by round(size / 64) · 64 (pixels)
 VIDEO = {"wan21", "wan22", "hunyuan_video", "ltxv", "mochi", "cosmos_predict2"}
 ALL_FAMILIES = FAMILIES + list(MORE_FAMILIES)
@@ -118,7 +123,7 @@ def _config(family):
     if family in UNET_CONFIGS:
         name, unet = {"sd15": "SD15", "sd3": "SD3", "flux": "Flux"}[family], dict(UNET_CONFIGS[family])
     else:
-        name, unet = MORE_FAMILIES[family][:2]
+        name, unet = {**MORE_FAMILIES, **REFUSED_FAMILIES}[family][:2]
         unet = dict(unet)
     if family in ("flux", "chroma"):
         import comfy.ldm.chroma.model
@@ -167,7 +172,7 @@ def tiny_cond(family, seed=1, guidance=3.5):
         extra["guidance"] = guidance
     if family == "sdxl":
         extra.update(pooled_output=randn(1, 32), width=64, height=64)
-    if family in ("lumina2", "hunyuan_dit", "ltxv", "mochi", "hunyuan_video"):
+    if family in ("lumina2", "hunyuan_dit", "ltxv", "mochi"):  # (HunyuanVideo's encoder drops an all-ones mask)
         extra["attention_mask"] = torch.ones(1, 4, dtype=torch.long)
     if family == "hunyuan_dit":
         extra.update(conditioning_mt5xl=randn(1, 4, 32), attention_mask_mt5xl=torch.ones(1, 4, dtype=torch.long))
