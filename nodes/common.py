@@ -23,14 +23,66 @@ def fail(node, name, expected, got=None):
 
 
 # ---------------------------------------------------------------- model facts
+def sampling_type(model_sampling):
+    """A model sampling's type as ComfyUI composes it: ``ModelSampling(schedule, parameterisation)`` → 'schedule/param'."""
+    return "/".join(b.__name__ for b in type(model_sampling).__bases__)
+
+
+def _probe_weights(model_sampling, sigma):
+    """(latent weight, noise weight) of ``noise_scaling(σ, noise, latent)``, probed with unit tensors."""
+    s, zero, one = torch.tensor([sigma]), torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1)
+    latent = float(model_sampling.noise_scaling(s, zero.clone(), one.clone()).flatten()[0])
+    noise = float(model_sampling.noise_scaling(s, one.clone(), zero.clone()).flatten()[0])
+    return latent, noise
+
+
 def model_family(node, model_sampling):
-    """'flow' for rectified-flow models (SD3, Flux), 've' for ε/v models (SD1.x, SDXL); else a clear error."""
-    if isinstance(model_sampling, comfy.model_sampling.CONST):
-        return "flow"
-    if isinstance(model_sampling, comfy.model_sampling.EPS) and not isinstance(model_sampling, comfy.model_sampling.X0):
+    """'ve' or 'flow', decided by what the model sampling does with unit tensors, not by its class; else a clear error.
+
+    've': ``noise_scaling`` adds σ·noise to the latent (ε and v models, EDM, Cosmos Predict2's RFlow). 'flow':
+    (1 − σ)·latent + σ·s·noise for a constant noise scale s > 0 (SD3, Flux, 0.38's HiDream-O1 with s = 8). Refused,
+    each with the reason: samplings whose unit noise scales to 0 (image-to-image samplings that add no noise), models
+    whose denoised output ignores their input (x0 predictors such as Lotus), Stable Cascade's stages, anything else.
+    """
+    def refuse(reason):
+        fail(node, "model", "must be an ε-, v-prediction or rectified-flow model",
+             f"a model sampling of type {sampling_type(model_sampling)} ({reason})")
+    if isinstance(model_sampling, getattr(comfy.model_sampling, "StableCascadeSampling", ())):
+        refuse("Stable Cascade's stages: a prior over a compressed latent and a decoder conditioned on it, "
+               "not an image model to invert")
+    probes = [(sigma, *_probe_weights(model_sampling, sigma)) for sigma in (0.25, 0.5)]
+    if all(abs(noise) < 1e-6 for _, _, noise in probes):
+        refuse("its noise_scaling scales unit noise to 0: an image-to-image sampling that adds no noise, so there "
+               "are no noisy states to invert")
+    with torch.no_grad():
+        x0 = model_sampling.calculate_denoised(torch.tensor([0.5]), torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1))
+    if abs(float(x0.flatten()[0])) < 1e-6:
+        refuse("it outputs the clean latent directly, ignoring its noisy input, as Lotus does: there is no "
+               "trajectory to invert")
+
+    def close(a, b):
+        return abs(a - b) <= 1e-5 * max(1.0, abs(b))
+    if all(close(latent, 1.0) and close(noise, sigma) for sigma, latent, noise in probes):
         return "ve"
-    fail(node, "model", "must be an ε-, v-prediction or rectified-flow model",
-         "a model sampling of type " + "/".join(b.__name__ for b in type(model_sampling).__bases__))
+    scale = probes[0][2] / probes[0][0]
+    if scale > 0 and all(close(latent, 1.0 - sigma) and close(noise, sigma * scale) for sigma, latent, noise in probes):
+        return "flow"
+    refuse("its noise_scaling gives " + ", ".join(f"{latent:.4g}·latent + {noise:.4g}·noise at σ={sigma}"
+                                                  for sigma, latent, noise in probes)
+           + "; expected latent + σ·noise or (1 − σ)·latent + σ·s·noise")
+
+
+def model_shape(node, name, samples, model):
+    """A latent in the layout the model takes, as stock SamplerCustomAdvanced makes it: a 4-D [B, C, H, W] latent on a
+    model with 3-D latents (video families, Qwen-Image) gets its time axis, [B, C, 1, H, W]
+    (``comfy.sample.fix_empty_latent_channels``); a 5-D latent on an image model is refused."""
+    dims = getattr(model.get_model_object("latent_format"), "latent_dimensions", 2)
+    if dims == 3 and samples.ndim == 4:
+        return samples.unsqueeze(2)
+    if dims == 2 and samples.ndim == 5:
+        fail(node, name, "must be an image latent [B, C, H, W] for this model (it has no time axis)",
+             f"shape {list(samples.shape)}")
+    return samples
 
 
 def family_signature(base_model):
@@ -121,7 +173,7 @@ def check_latent(node, name, latent, model):
     samples = latent["samples"] if isinstance(latent, dict) and "samples" in latent else None
     if not torch.is_tensor(samples):
         fail(node, name, "must be a LATENT with a 'samples' tensor")
-    return check_samples(node, name, samples, model)
+    return model_shape(node, name, check_samples(node, name, samples, model), model)
 
 
 def check_sigmas(node, sigmas, name="sigmas", direction=None):

@@ -73,12 +73,39 @@ def dit_blocks(patcher):
     double = getattr(dm, "double_blocks", None) or getattr(dm, "joint_blocks", None) or []
     return [(kind, len(blocks)) for kind, blocks in (("double_block", double),
                                                       ("single_block", getattr(dm, "single_blocks", []) or []))
-            if len(blocks)]
+            if len(blocks)] + other_dit_blocks(dm)
 
 
 def needs_checkpointing(patcher):
     """Flux blocks add in place into their inputs: backward only works through the checkpointed clones."""
-    return hasattr(patcher.model.diffusion_model, "single_blocks")
+    return hasattr(patcher.model.diffusion_model, "single_blocks") or adds_in_place(patcher.model.diffusion_model)
+
+
+# Other DiTs whose forward hands each block to patches_replace['dit'] (ComfyUI 0.3.64), by class (subclasses
+# included): the block lists' attributes and patch kinds. PixArt, Lumina 2, HiDream and Cosmos offer no such point.
+OTHER_DITS = {
+    "MMDiT": (("double_layers", "double_block"), ("single_layers", "single_block")),  # AuraFlow
+    "HunYuanDiT": (("blocks", "double_block"),),
+    "QwenImageTransformer2DModel": (("transformer_blocks", "double_block"),),
+    "WanModel": (("blocks", "double_block"),),
+    "AsymmDiTJoint": (("blocks", "double_block"),),  # Mochi
+    "LTXVModel": (("transformer_blocks", "double_block"),),
+}
+
+
+def _other_dit(dm):
+    return next((OTHER_DITS[c.__name__] for c in type(dm).__mro__ if c.__name__ in OTHER_DITS), ())
+
+
+def other_dit_blocks(dm):
+    """[(kind, count)] for the DiTs of OTHER_DITS."""
+    return [(kind, len(getattr(dm, name))) for name, kind in _other_dit(dm) if len(getattr(dm, name, ()) or ())]
+
+
+def adds_in_place(dm):
+    """LTX-Video's blocks add in place into their input (``x += attn1(norm(x))``), which autograd refuses: like Flux,
+    they differentiate only through the block replacement that checkpoints a call on clones of the inputs."""
+    return any(c.__name__ == "LTXVModel" for c in type(dm).__mro__)
 
 
 def _same(tensor):

@@ -12,7 +12,11 @@ from .grad import LowRank, differentiable, dit_blocks, needs_checkpointing, trai
 from .oscillation import SIGMA_MAX, SIGMA_MIN, resolve_sigma
 from .plot import curve_image
 
-ADAPTED = ("to_q", "to_k", ".qkv")  # attention query/key projections (SD1.x/SDXL to_q/to_k; SD3/Flux fused qkv)
+# attention query/key projections: to_q/to_k (SD1.x/SDXL, HiDream, Qwen-Image, LTX-Video), fused qkv (SD3, Flux,
+# Chroma, Lumina 2, PixArt, HunyuanVideo; Wqkv HunyuanDiT; qkv_x/qkv_y Mochi), q_proj/k_proj (Cosmos, Qwen-Image's
+# text stream), q/k (Wan), w1q/w1k/w2q/w2k (AuraFlow)
+ADAPTED = ("to_q", "to_k", ".qkv", ".Wqkv", ".qkv_x", ".qkv_y", "q_proj", "k_proj", ".q", ".k", ".w1q", ".w1k", ".w2q",
+           ".w2k")
 
 
 LR_MIN = 0.001  # the learning-rate widgets' lower end (0 would optimise nothing)

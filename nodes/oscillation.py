@@ -5,7 +5,7 @@ import comfy.samplers
 
 from .. import core
 from .common import (CATEGORY, check_choice, check_finite_output, check_latent, check_range, conditioning_inputs,
-                     fail, make_guider, model_family, output_latent, run_in_guider, state_to_latent)
+                     fail, make_guider, model_family, model_shape, output_latent, run_in_guider, state_to_latent)
 from .plot import matrix_image
 
 DECODE = ["one-step", "sample"]
@@ -107,7 +107,7 @@ def run_oscillation(node, guider, latents, schedule, sigma, sigma_mode, iteratio
     check_choice(node, "decode", decode, DECODE)
     sigma = resolve_sigma(node, ms, sigma, sigma_mode)
     process_in = patcher.get_model_object("process_latent_in")
-    targets = [process_in(latent["samples"].float()) for latent in latents]
+    targets = [process_in(model_shape(node, "latent", latent["samples"], patcher).float()) for latent in latents]
     tail = [float(s) for s in comfy.samplers.calculate_sigmas(ms, "simple", decode_steps) if s < sigma]
     decode_sigmas = [sigma, 0.0] if decode == "one-step" else [sigma] + tail
     found = {}
@@ -126,8 +126,9 @@ def run_oscillation(node, guider, latents, schedule, sigma, sigma_mode, iteratio
                                         lambda d: callback({**d, "i": iterations + d["i"]})), disable=True)
         return decoded
 
-    _, sampler = run_in_guider(guider, latents[0]["samples"], torch.tensor([sigma, 0.0]), run,
-                                  total=iterations + len(decode_sigmas) - 1, node=node)
+    start = model_shape(node, "latent", latents[0]["samples"], patcher)
+    _, sampler = run_in_guider(guider, start, torch.tensor([sigma, 0.0]), run,
+                               total=iterations + len(decode_sigmas) - 1, node=node)
     check_finite_output(node, "the cluster centres", found["states"])
     process_out = patcher.get_model_object("process_latent_out")
     decoded = process_out(sampler.state.float().cpu())

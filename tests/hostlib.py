@@ -55,15 +55,116 @@ UNET_CONFIGS = {
 CHANNELS = {"sd15": 4, "sd3": 16, "flux": 16}
 FAMILIES = list(UNET_CONFIGS)
 
+_UNET = {k: v for k, v in UNET_CONFIGS["sd15"].items() if k not in ("context_dim", "adm_in_channels")}
+# Every other family ComfyUI 0.3.64 ships that inversion applies to, tiny: supported_models class, unet_config,
+# (Mochi's block asserts its full-size MLP width, 12288, hence mlp_ratio_x 192)
+# latent channels, and the latent's scale. Conditioning shapes are in tiny_cond.
+MORE_FAMILIES = {
+    "sdxl": ("SDXL", {**_UNET, "context_dim": 32, "adm_in_channels": 32 + 6 * 256, "num_classes": "sequential",
+                      "use_linear_in_transformer": True}, 4, 1.0),
+    "sd2_v": ("SD20", {**_UNET, "context_dim": 32, "use_linear_in_transformer": True}, 4, 4.0),
+    "pixart_sigma": ("PixArtSigma", {"image_model": "pixart_sigma", "input_size": 48, "patch_size": 4, "in_channels": 4,
+                                     "hidden_size": 64, "depth": 2, "num_heads": 2, "caption_channels": 32,
+                                     "model_max_length": 4, "micro_condition": False, "pe_interpolation": 1.0}, 4, 1.0),
+    "auraflow": ("AuraFlow", {"in_channels": 4, "out_channels": 4, "patch_size": 2, "dim": 64, "n_layers": 2,
+                              "n_double_layers": 1, "n_heads": 2, "global_conddim": 64, "cond_seq_dim": 32,
+                              "max_seq": 64}, 4, 1.0),
+    "hunyuan_dit": ("HunyuanDiT", {"image_model": "hydit", "input_size": 16, "patch_size": 2, "in_channels": 4,
+                                   "hidden_size": 64, "depth": 2, "num_heads": 2, "text_states_dim": 32,
+                                   "text_states_dim_t5": 32, "text_len": 4, "text_len_t5": 4}, 4, 1.0),
+    "lumina2": ("Lumina2", {"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 64, "n_layers": 1,
+                            "n_refiner_layers": 1, "n_heads": 2, "n_kv_heads": 1, "multiple_of": 16, "qk_norm": True,
+                            "cap_feat_dim": 32, "axes_dims": [8, 12, 12], "axes_lens": [300, 512, 512]}, 16, 2.0),
+    "hidream": ("HiDream", {"image_model": "hidream", "patch_size": 2, "in_channels": 16, "out_channels": 16,
+                            "num_layers": 1, "num_single_layers": 1, "attention_head_dim": 32, "num_attention_heads": 2,
+                            "caption_channels": [32, 32], "text_emb_dim": 32, "num_routed_experts": 2,
+                            "num_activated_experts": 1, "axes_dims_rope": [16, 8, 8], "max_resolution": [32, 32],
+                            "llama_layers": [0, 1]}, 16, 2.0),
+    "chroma": ("Chroma", {"image_model": "chroma", "in_channels": 64, "out_channels": 64, "context_in_dim": 32,
+                          "hidden_size": 64, "mlp_ratio": 4.0, "num_heads": 2, "depth": 1, "depth_single_blocks": 1,
+                          "axes_dim": [8, 12, 12], "theta": 10000, "patch_size": 2, "qkv_bias": True, "in_dim": 64,
+                          "out_dim": 64, "hidden_dim": 64, "n_layers": 1}, 16, 2.0),
+    "qwen_image": ("QwenImage", {"image_model": "qwen_image", "patch_size": 2, "in_channels": 64, "out_channels": 16,
+                                 "num_layers": 1, "attention_head_dim": 32, "num_attention_heads": 2,
+                                 "joint_attention_dim": 32, "axes_dims_rope": [8, 12, 12]}, 16, 1.0),
+    "wan21": ("WAN21_T2V", {"image_model": "wan2.1", "model_type": "t2v", "patch_size": (1, 2, 2), "text_len": 4,
+                            "in_dim": 16, "dim": 64, "ffn_dim": 128, "freq_dim": 32, "text_dim": 32, "out_dim": 16,
+                            "num_heads": 2, "num_layers": 1}, 16, 1.0),
+    "wan22": ("WAN22_T2V", {"image_model": "wan2.1", "model_type": "t2v", "patch_size": (1, 2, 2), "text_len": 4,
+                            "in_dim": 48, "dim": 64, "ffn_dim": 128, "freq_dim": 32, "text_dim": 32, "out_dim": 48,
+                            "num_heads": 2, "num_layers": 1}, 48, 1.0),
+    "hunyuan_video": ("HunyuanVideo", {"image_model": "hunyuan_video", "in_channels": 16, "out_channels": 16,
+                                       "vec_in_dim": 32, "context_in_dim": 32, "hidden_size": 64, "mlp_ratio": 4.0,
+                                       "num_heads": 2, "depth": 1, "depth_single_blocks": 1, "axes_dim": [8, 12, 12],
+                                       "theta": 256, "patch_size": [1, 2, 2], "qkv_bias": True,
+                                       "guidance_embed": True, "byt5": False, "meanflow": False}, 16, 1.0),
+    "ltxv": ("LTXV", {"image_model": "ltxv", "in_channels": 128, "cross_attention_dim": 64, "attention_head_dim": 32,
+                      "num_attention_heads": 2, "caption_channels": 32, "num_layers": 1}, 128, 1.0),
+    "mochi": ("GenmoMochi", {"image_model": "mochi_preview", "patch_size": 2, "in_channels": 12, "hidden_size_x": 64,
+                             "hidden_size_y": 32, "depth": 1, "num_heads": 2, "mlp_ratio_x": 192.0, "mlp_ratio_y": 4.0,
+                             "use_t5": True, "t5_feat_dim": 32, "t5_token_length": 4, "learn_sigma": False,
+                             "qk_norm": True, "qkv_bias": False, "out_bias": True, "attn_drop": 0.0,
+                             "patch_embed_bias": True, "posenc_preserve_area": True, "timestep_mlp_bias": True,
+                             "attend_to_padding": False, "timestep_scale": 1000.0, "rope_theta": 10000.0}, 12, 1.0),
+    "cosmos_predict2": ("CosmosT2IPredict2", {"image_model": "cosmos_predict2", "max_img_h": 64, "max_img_w": 64,
+                                              "max_frames": 8, "in_channels": 16, "out_channels": 16,
+                                              "patch_spatial": 2, "patch_temporal": 1, "concat_padding_mask": True,
+                                              "model_channels": 64, "num_blocks": 1, "num_heads": 2,
+                                              "crossattn_emb_channels": 32, "pos_emb_cls": "rope3d",
+                                              "pos_emb_learnable": True, "use_adaln_lora": True,
+                                              "adaln_lora_dim": 16, "rope_enable_fps_modulation": False}, 16, 1.0),
+}
+# Refused by the nodes (tested): Lotus outputs the clean latent directly (ComfyUI's IMG_TO_IMG sampling)
+REFUSED_FAMILIES = {
+    "lotus": ("LotusD", {**_UNET, "context_dim": 32, "adm_in_channels": 4, "num_classes": "sequential",
+                         "num_head_channels": 16, "use_linear_in_transformer": True}, 4, 1.0),
+}
+MIN_SIZE = {"pixart_sigma": 48}  # PixArt's position embedding divides by round(size / 64) · 64 (pixels)
+VIDEO = {"wan21", "wan22", "hunyuan_video", "ltxv", "mochi", "cosmos_predict2"}
+ALL_FAMILIES = FAMILIES + list(MORE_FAMILIES)
+
+
+def _with_new_fields(params_class, config, defaults):
+    """``config`` plus the fields a newer ComfyUI's params dataclass requires (ComfyUI 0.38's FluxParams.txt_ids_dims),
+    passed only where the running ComfyUI's dataclass has them."""
+    import dataclasses
+    names = {f.name for f in dataclasses.fields(params_class)} if dataclasses.is_dataclass(params_class) else set()
+    return {**config, **{k: v for k, v in defaults.items() if k in names and k not in config}}
+
+
+def _config(family):
+    import comfy.supported_models as sm
+    if family in UNET_CONFIGS:
+        name, unet = {"sd15": "SD15", "sd3": "SD3", "flux": "Flux"}[family], dict(UNET_CONFIGS[family])
+    else:
+        name, unet = {**MORE_FAMILIES, **REFUSED_FAMILIES}[family][:2]
+        unet = dict(unet)
+    if family in ("flux", "chroma"):
+        import comfy.ldm.chroma.model
+        import comfy.ldm.flux.model
+        params = comfy.ldm.flux.model.FluxParams if family == "flux" else comfy.ldm.chroma.model.ChromaParams
+        unet = _with_new_fields(params, unet, {"txt_ids_dims": []})
+    config = getattr(sm, name)(unet)
+    if family in ("sd2_v", "sdxl"):
+        config.unet_config.update(num_head_channels=16)  # 64-channel heads do not fit 32 channels
+    return config
+
+
+def channels(family):
+    return CHANNELS[family] if family in CHANNELS else MORE_FAMILIES[family][2]
+
 
 def tiny_model(family, seed=0, scale=0.05):
-    """A ModelPatcher around a tiny random-weight model of ``family`` ('sd15', 'sd3' or 'flux')."""
+    """A ModelPatcher around a tiny random-weight model of ``family`` (any of ALL_FAMILIES), built with ComfyUI's own
+    supported_models class."""
     import comfy.model_management as mm
     import comfy.model_patcher
-    import comfy.supported_models as sm
-    config = {"sd15": sm.SD15, "sd3": sm.SD3, "flux": sm.Flux}[family](dict(UNET_CONFIGS[family]))
+    config = _config(family)
     config.set_inference_dtype(torch.float32, None)
-    model = config.get_model({})
+    # SD2 tells v-prediction from ε by the spread of one norm bias in the checkpoint
+    state_dict = {"output_blocks.11.1.transformer_blocks.0.norm1.bias": torch.ones(8) * torch.arange(8)} \
+        if family == "sd2_v" else {}
+    model = config.get_model(state_dict)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
@@ -73,19 +174,33 @@ def tiny_model(family, seed=0, scale=0.05):
 
 
 def tiny_cond(family, seed=1, guidance=3.5):
-    """Minimal CONDITIONING for a tiny model (no text encoder needed)."""
+    """Minimal CONDITIONING of the shapes the tiny ``family`` model expects (no text encoder needed)."""
     g = torch.Generator().manual_seed(seed)
-    extra = {} if family == "sd15" else {"pooled_output": torch.randn(1, 32, generator=g)}
-    if family == "flux":
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g)
+    context, extra = randn(1, 4, 32), {}
+    if family in ("sd3", "flux", "chroma", "hunyuan_video", "hidream"):
+        extra["pooled_output"] = randn(1, 32)
+    if family in ("flux", "hunyuan_video"):
         extra["guidance"] = guidance
-    return [[torch.randn(1, 4, 32, generator=g), extra]]
+    if family == "sdxl":
+        extra.update(pooled_output=randn(1, 32), width=64, height=64)
+    if family in ("lumina2", "hunyuan_dit", "ltxv", "mochi"):  # (HunyuanVideo's encoder drops an all-ones mask)
+        extra["attention_mask"] = torch.ones(1, 4, dtype=torch.long)
+    if family == "hunyuan_dit":
+        extra.update(conditioning_mt5xl=randn(1, 4, 32), attention_mask_mt5xl=torch.ones(1, 4, dtype=torch.long))
+    if family == "hidream":
+        extra["conditioning_llama3"] = randn(1, 2, 4, 32)
+    return [[context, extra]]
 
 
-def image_latent(family, batch=2, size=16, seed=2):
-    """A VAE-space latent of plausible magnitude for the family."""
+def image_latent(family, batch=2, size=16, seed=2, frames=2):
+    """A VAE-space latent of plausible magnitude for the family ([B, C, T, H, W] for video families)."""
     g = torch.Generator().manual_seed(seed)
-    scale = {"sd15": 4.0, "sd3": 0.6, "flux": 2.0}[family]
-    return {"samples": torch.randn(batch, CHANNELS[family], size, size, generator=g) * scale}
+    scale = {"sd15": 4.0, "sd3": 0.6, "flux": 2.0}[family] if family in CHANNELS else MORE_FAMILIES[family][3]
+    time = (frames,) if family in VIDEO else (1,) if family == "qwen_image" else ()
+    return {"samples": torch.randn(batch, channels(family), *time, size, size, generator=g) * scale}
 
 
 def sigmas(model, steps=8, scheduler="simple"):
