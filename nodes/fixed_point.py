@@ -5,7 +5,9 @@ from comfy_api.v0_0_2 import io
 from .. import core
 from .common import (CATEGORY, CoreSampler, InvertedNoise, check_latent, check_range, check_sigmas,
                      conditioning_inputs, fail, make_guider, model_family, output_latent, report, run_in_guider,
-                     state_to_latent, tolerance_input)
+                     seed_input, state_to_latent, tolerance_input)
+
+from .plot import convergence_chart, report_ui
 
 CRITERIA = {"inter-path": "inter", "intra-path": "intra"}
 
@@ -23,7 +25,7 @@ def solver_inputs():
                              "flow models."),
         io.Float.Input("perturbation", default=0.5, min=0.0, max=10.0, step=0.05,
                        tooltip="Inter-path only: the second path starts at z + perturbation·σ·N(0, I)."),
-        io.Int.Input("seed", default=0, min=0, max=2 ** 31 - 1, tooltip="Seed of the inter-path perturbation."),
+        seed_input(io, "Seed of the inter-path perturbation."),
     ]
 
 
@@ -67,6 +69,9 @@ class FixedPointInvert(io.ComfyNode):
                 io.Noise.Output(display_name="noise",
                                 tooltip="The inverted state as NOISE for SamplerCustomAdvanced; works for every model."),
                 io.String.Output(display_name="diagnostics", tooltip="Per-step model calls and residuals."),
+                io.Image.Output(display_name="convergence",
+                                tooltip="Picture of the residual per step (against the tolerance) and the model calls "
+                                        "per step; connect a Preview Image."),
             ])
 
     @classmethod
@@ -88,7 +93,9 @@ class FixedPointInvert(io.ComfyNode):
         process_out = patcher.get_model_object("process_latent_out")
         inverted = output_latent(latent, state_to_latent(ms, process_out, sampler.state, sigma_top))
         noise = InvertedNoise(node, sampler.state, sigma_top, ms, process_in, seed=seed)
-        return io.NodeOutput(inverted, noise, report(node, diagnostics, sampler.counter["calls"]))
+        text = report(node, diagnostics, sampler.counter["calls"])
+        chart = convergence_chart(diagnostics, tolerance, max_iterations, criterion)
+        return io.NodeOutput(inverted, noise, text, chart, ui=report_ui(text))
 
 
 class FixedPointInversionSampler(io.ComfyNode):
