@@ -173,3 +173,32 @@ def test_bad_prompt_is_rejected_with_400(server, object_info):
     prompt[node]["inputs"]["max_iterations"] = 0
     status, body = server.post("/prompt", {"prompt": prompt})
     assert status == 400 and node in body["node_errors"]
+
+
+def test_seed_control_defaults_to_fixed_where_the_api_can_say_so():
+    """ComfyUI ≥ 0.4 has io.ControlAfterGenerate (string default for the frontend); 0.3.64 only a boolean."""
+    import enum
+    import types
+    from inversion_suite.nodes.common import seed_input
+
+    class Mode(str, enum.Enum):
+        fixed = "fixed"
+        randomize = "randomize"
+    seen = {}
+    fake = types.SimpleNamespace(ControlAfterGenerate=Mode, Int=types.SimpleNamespace(
+        Input=lambda name, **kw: seen.update(name=name, **kw)))
+    seed_input(fake, "Seed.")
+    assert seen["name"] == "seed" and seen["control_after_generate"] == "fixed"
+    del fake.ControlAfterGenerate
+    seed_input(fake, "Seed.")
+    assert seen["control_after_generate"] is True
+
+
+def test_on_load_copies_the_example_inputs(monkeypatch, tmp_path):
+    """ComfyUI ≥ 0.38 awaits the extension's on_load (0.3.64 never does; comfy_entrypoint copies there)."""
+    import asyncio
+    import folder_paths
+    from inversion_suite.nodes import InversionSuiteExtension
+    monkeypatch.setattr(folder_paths, "get_input_directory", lambda: str(tmp_path))
+    asyncio.run(InversionSuiteExtension().on_load())
+    assert {p.name for p in tmp_path.iterdir()} == provided_inputs()
