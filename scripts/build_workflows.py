@@ -46,8 +46,9 @@ MODELS = {
 }
 
 # layout (canvas units)
-NODE_W, COLUMN_GAP, ROW_GAP, GROUP_PAD, GROUP_TITLE, MAX_COLUMN_H = 340, 70, 40, 16, 46, 1250
+NODE_W, COLUMN_GAP, ROW_GAP, GROUP_PAD, GROUP_TITLE = 340, 70, 40, 16, 46
 NOTE_W = 400
+STAGE_GAP = 40
 STAGE_COLOURS = ["#3f789e", "#8A8", "#a1309b", "#b06634", "#88A", "#444"]
 
 
@@ -114,35 +115,47 @@ class Graph:
         """The read-me note at the left of the graph (markdown)."""
         self.text = textwrap.dedent(text).strip()
 
-    def layout(self):
-        """Stages as columns left to right (a tall stage wraps into several columns), each in its own group."""
-        groups, x = [], 0
+    def layout(self, max_column_h):
+        """Stages left to right, each in its own group: a stage goes below the previous one when the column has
+        room, else starts a new column; a stage taller than a column wraps into several."""
+        groups, x, column_bottom, column_w = [], 0, None, 0
+        self.nodes = [n for n in self.nodes if n["type"] != "MarkdownNote"]
         if self.text:
             lines = sum(1 + len(line) // 44 for line in self.text.splitlines())
-            note = {"id": len(self.nodes) + 1, "type": "MarkdownNote", "pos": [0, GROUP_TITLE + TITLE_HEIGHT],
+            note = {"id": len(self.nodes) + 1, "type": "MarkdownNote", "pos": [0, TITLE_HEIGHT],
                     "size": [NOTE_W, 60 + 24 * lines], "flags": {}, "order": len(self.nodes), "mode": 0,
                     "inputs": [], "outputs": [], "properties": {}, "widgets_values": [self.text],
                     "title": "Read me", "color": "#432", "bgcolor": "#653"}
             self.nodes.append(note)
-            x = NOTE_W + COLUMN_GAP
+            column_bottom, column_w = TITLE_HEIGHT + note["size"][1], NOTE_W
         for index, (title, members) in enumerate(self.stages):
-            left, y, top = x, GROUP_TITLE + TITLE_HEIGHT, GROUP_TITLE + TITLE_HEIGHT
-            bottom = top
+            height = GROUP_TITLE + sum(n["size"][1] + TITLE_HEIGHT + ROW_GAP for n in members) - ROW_GAP + GROUP_PAD
+            if column_bottom is not None and column_bottom + STAGE_GAP + height <= max_column_h:
+                group_top = column_bottom + STAGE_GAP  # room below the previous stage: stack
+                left = x + GROUP_PAD
+            else:
+                left = x + (column_w + COLUMN_GAP if column_bottom is not None else GROUP_PAD)
+                group_top = 0
+            top = group_top + GROUP_TITLE + TITLE_HEIGHT
+            nx, y, bottom = left, top, top
             for node in members:
-                if y > top and y + node["size"][1] > MAX_COLUMN_H:
-                    x, y = x + NODE_W + COLUMN_GAP // 2, top
-                node["pos"] = [x, y]
+                if y > top and y + node["size"][1] > max_column_h:
+                    nx, y = nx + NODE_W + COLUMN_GAP // 2, top
+                node["pos"] = [nx, y]
                 y += node["size"][1] + TITLE_HEIGHT + ROW_GAP
                 bottom = max(bottom, y - ROW_GAP)
-            right = x + NODE_W
-            groups.append({"title": title, "bounding": [left - GROUP_PAD, 0, right - left + 2 * GROUP_PAD,
-                                                        bottom + GROUP_PAD],
+            right = nx + NODE_W
+            groups.append({"title": title, "bounding": [left - GROUP_PAD, group_top, right - left + 2 * GROUP_PAD,
+                                                        bottom + GROUP_PAD - group_top],
                            "color": STAGE_COLOURS[index % len(STAGE_COLOURS)], "font_size": 24, "flags": {}})
-            x = right + COLUMN_GAP
+            if group_top == 0:
+                x, column_w = left - GROUP_PAD, right - left + 2 * GROUP_PAD
+            column_bottom = bottom + GROUP_PAD if right - left == NODE_W else max_column_h  # wrapped: column full
         return groups
 
-    def workflow(self):
-        groups = self.layout()
+    def fit(self, max_column_h):
+        """Lay out with this column height; return the zoom and offset that show the whole graph on the screen."""
+        groups = self.layout(max_column_h)
         boxes = [(n["pos"][0], n["pos"][1] - TITLE_HEIGHT, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
                  for n in self.nodes] + [(g["bounding"][0], g["bounding"][1], g["bounding"][0] + g["bounding"][2],
                                           g["bounding"][1] + g["bounding"][3]) for g in groups]
@@ -152,6 +165,12 @@ class Graph:
         scale = min(1.0, (SCREEN[0] - 2 * margin_x) / (x1 - x0), (SCREEN[1] - margin_top - margin_bottom) / (y1 - y0))
         scale = int(scale * 100) / 100
         offset = [margin_x / scale - x0, margin_top / scale - y0]
+        return scale, offset, groups
+
+    def workflow(self):
+        """The UI workflow, laid out with the column height that gives the largest zoom at load."""
+        best = max(range(800, 1801, 50), key=lambda h: (self.fit(h)[0], -h))
+        scale, offset, groups = self.fit(best)
         return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
                 "links": self.links, "groups": groups, "config": {},
                 "extra": {"ds": {"scale": scale, "offset": offset}}, "version": 0.4}

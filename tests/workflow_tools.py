@@ -18,7 +18,7 @@ IMAGE_NODES = {"LoadImage", "PreviewImage", "SaveImage"}
 TITLE_HEIGHT = 30  # LiteGraph draws a node's title bar above its pos
 MIN_IMAGE_NODE_HEIGHT = 360  # room for the image preview the frontend draws inside the node
 SCREEN = (1920, 1080)
-MIN_SCALE = 0.5  # below this the frontend's text is no longer readable
+MIN_SCALE = 0.6  # below this the frontend's text is no longer readable
 
 
 def input_specs(node_def):
