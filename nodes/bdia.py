@@ -6,6 +6,7 @@ from .. import core
 from .common import (CATEGORY, InvertedNoise, check_choice, check_finite_output, check_latent, check_range,
                      check_samples, check_sigmas, checked_callback, conditioning_inputs, fail, family_signature,
                      make_guider, model_family, output_latent, run_in_guider, state_to_latent, wrap_denoiser)
+from .plot import report_ui
 
 METHODS = ["bdia", "o-belm"]
 BDIAState = io.Custom("BDIA_INVERSION")
@@ -156,4 +157,4 @@ class BDIAInvert(io.ComfyNode):
                                                          pair["top"], sigma_top))
         calls = sampler.counter["calls"]
         text = f"{node}: {method}{'' if method != 'bdia' else f' γ={gamma}'}, {len(descending) - 1} steps, {calls} model calls"
-        return io.NodeOutput(noise, inversion, inverted, text)
+        return io.NodeOutput(noise, inversion, inverted, text, ui=report_ui(text))

@@ -382,6 +382,20 @@ def conditioning_inputs(io):
     ]
 
 
+def seed_input(io, tooltip):
+    """An INT `seed` whose control_after_generate widget is declared and starts at `fixed`.
+
+    The frontend gives every INT named `seed` that control, defaulting to randomize; a randomising seed
+    makes a saved workflow irreproducible and re-runs the node on every queue. Where the V3 API has the
+    ControlAfterGenerate enum (newer ComfyUI) the default is declared `fixed`; the 0.3.64 API takes only a
+    boolean, so the control is declared and the bundled workflows store `fixed` in it.
+    """
+    modes = getattr(io, "ControlAfterGenerate", None)
+    control = modes.fixed if modes is not None else True
+    return io.Int.Input("seed", default=0, min=0, max=2 ** 31 - 1, control_after_generate=control,
+                        tooltip=tooltip + " Keep the control after generate at 'fixed' for reproducible results.")
+
+
 def tolerance_input(io, default):
     return io.Float.Input("tolerance", default=default, min=1e-12, max=1.0, step=1e-7, round=False,
                           tooltip="Stop a step's iteration when the convergence criterion (relative RMS) falls below this.")

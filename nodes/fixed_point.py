@@ -5,7 +5,8 @@ from .api import io
 from .. import core
 from .common import (CATEGORY, CoreSampler, InvertedNoise, check_choice, check_latent, check_range, check_samples,
                      check_sigmas, conditioning_inputs, make_guider, model_family, output_latent, run_in_guider,
-                     state_to_latent, tolerance_input)
+                     seed_input, state_to_latent, tolerance_input)
+from .plot import convergence_chart, report_ui
 
 CRITERIA = {"inter-path": "inter", "intra-path": "intra"}
 MAX_ITERATIONS, TOLERANCE = 10, 1e-4  # node defaults, chosen by evaluations per image (README)
@@ -30,7 +31,7 @@ def solver_inputs():
         io.Float.Input("perturbation", default=1.0, min=0.0, max=10.0, step=0.05,
                        tooltip="inter-path only: the second path starts at z + perturbation·N(0, I) in the model's "
                                "own latent (1 = the paper)."),
-        io.Int.Input("seed", default=0, min=0, max=2 ** 31 - 1, tooltip="Seed of the inter-path perturbation."),
+        seed_input(io, "Seed of the inter-path perturbation."),
     ]
 
 
@@ -114,6 +115,9 @@ class FixedPointInvert(io.ComfyNode):
                                 tooltip="The inverted state as NOISE for SamplerCustomAdvanced; works for every model."),
                 io.String.Output(display_name="diagnostics",
                                  tooltip="Per-step model evaluations per image, iterations and residuals."),
+                io.Image.Output(display_name="convergence",
+                                tooltip="Picture of the residual per step (against the tolerance) and the model calls "
+                                        "per step; connect a Preview Image."),
             ])
 
     @classmethod
@@ -137,7 +141,9 @@ class FixedPointInvert(io.ComfyNode):
         process_out = patcher.get_model_object("process_latent_out")
         inverted = output_latent(latent, state_to_latent(ms, process_out, sampler.state, sigma_top))
         noise = InvertedNoise(node, sampler.state, sigma_top, ms, process_in, seed=seed)
-        return io.NodeOutput(inverted, noise, fixed_point_report(node, diagnostics, sampler.counter["calls"], family))
+        text = fixed_point_report(node, diagnostics, sampler.counter["calls"], family)
+        chart = convergence_chart(diagnostics, tolerance, max_iterations, criterion)
+        return io.NodeOutput(inverted, noise, text, chart, ui=report_ui(text))
 
 
 class FixedPointInversionSampler(io.ComfyNode):

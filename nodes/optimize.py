@@ -7,10 +7,10 @@ from .api import io
 from .. import core
 from .common import (CATEGORY, check_bool, check_finite_output, check_latent, check_range, conditioning_inputs, fail,
                      latent_weight, make_guider, model_family,
-                     output_latent, run_in_guider, state_to_latent)
+                     output_latent, run_in_guider, seed_input, state_to_latent)
 from .grad import LowRank, differentiable, dit_blocks, needs_checkpointing, training
 from .oscillation import SIGMA_MAX, SIGMA_MIN, resolve_sigma
-from .plot import curve_image
+from .plot import loss_curve, report_ui
 
 # attention query/key projections: to_q/to_k (SD1.x/SDXL, HiDream, Qwen-Image, LTX-Video), fused qkv (SD3, Flux,
 # Chroma, Lumina 2, PixArt, HunyuanVideo; Wqkv HunyuanDiT; qkv_x/qkv_y Mochi), q_proj/k_proj (Cosmos, Qwen-Image's
@@ -70,7 +70,7 @@ class PostInversionOptimize(io.ComfyNode):
                         "Works on SD1.x/SDXL, SD3 and Flux.",
             inputs=conditioning_inputs(io) + [
                 state_input(),
-                io.Latent.Input("target_1", tooltip="Target image latent (e.g. a pasted or stroke-edited image)."),
+                io.Latent.Input("target_1", tooltip="Target image latent (e.g. a pasted or stroke-edited image): Load Image → VAE Encode → here."),
                 io.Float.Input("weight_1", default=1.0, min=0.0, max=100.0, step=0.05, tooltip="Weight of target 1."),
                 io.Latent.Input("target_2", optional=True, tooltip="Optional second target latent."),
                 io.Float.Input("weight_2", default=0.0, min=0.0, max=100.0, step=0.05,
@@ -147,7 +147,7 @@ class PostInversionOptimize(io.ComfyNode):
                 f"({sampler.counter['calls']} calls), gradient checkpointing {checkpointing}")
         return io.NodeOutput(output_latent(latent, process_out(sampler.state.float().cpu())),
                              output_latent(latent, state_to_latent(ms, process_out, found["state"], sigma)),
-                             curve_image(losses), text)
+                             loss_curve(losses), text, ui=report_ui(text))
 
 
 class FineTuneInversion(io.ComfyNode):
@@ -161,14 +161,14 @@ class FineTuneInversion(io.ComfyNode):
                         "through ComfyUI's weight wrappers. The loaded weights and the input MODEL are untouched.",
             inputs=conditioning_inputs(io) + [
                 state_input(),
-                io.Latent.Input("target", tooltip="The image latent the one-step prediction should match."),
+                io.Latent.Input("target", tooltip="The image latent the one-step prediction should match (Load Image → VAE Encode → here)."),
                 io.Int.Input("steps", default=100, min=1, max=10000,
                              tooltip="Training steps (about 100). Cost: one forward and backward pass each (about "
                                      "3 model calls of time); 10000 takes hours on a full-size model."),
                 io.Float.Input("learning_rate", default=1e-4, min=1e-6, max=1.0, step=1e-5, round=False,
                                tooltip="AdamW learning rate of the adapters (about 1e-4)."),
                 io.Int.Input("rank", default=4, min=1, max=128, tooltip="Adapter rank."),
-                io.Int.Input("seed", default=0, min=0, max=2 ** 31 - 1, tooltip="Seed of the adapters' init."),
+                seed_input(io, "Seed of the adapters' init."),
             ] + sigma_inputs(),
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The input model with the trained adapters."),
@@ -234,4 +234,4 @@ class FineTuneInversion(io.ComfyNode):
             tuned.add_weight_wrapper(key, adapter)
         text = (f"{node}: {len(adapters)} projections adapted (rank {rank}), {steps} steps at lr {learning_rate:g}, "
                 f"loss {losses[0]:.4g} → {losses[-1]:.4g}")
-        return io.NodeOutput(tuned, curve_image(losses), text)
+        return io.NodeOutput(tuned, loss_curve(losses), text, ui=report_ui(text))

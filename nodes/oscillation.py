@@ -6,7 +6,7 @@ import comfy.samplers
 from .. import core
 from .common import (CATEGORY, check_choice, check_finite_output, check_latent, check_range, conditioning_inputs,
                      fail, make_guider, model_family, model_shape, output_latent, run_in_guider, state_to_latent)
-from .plot import matrix_image
+from .plot import distance_map, report_ui
 
 DECODE = ["one-step", "sample"]
 LETTERS = "ABCD"
@@ -143,7 +143,8 @@ def run_oscillation(node, guider, latents, schedule, sigma, sigma_mode, iteratio
     base = latents[0]
     return io.NodeOutput(rebatched_latent(base, decoded), rebatched_latent(base, states),
                          rebatched_latent(base, iterates),
-                         matrix_image(core.pairwise_distances(history)), text)
+                         distance_map(core.pairwise_distances(history), found["period"], burn_in), text,
+                         ui=report_ui(text))
 
 
 class OscillationInvert(io.ComfyNode):
@@ -156,7 +157,7 @@ class OscillationInvert(io.ComfyNode):
                         "oscillate between clusters of clean images; every cluster centre is returned, decoded, "
                         "with the iterates' distance map so you can see the structure and pick.",
             inputs=conditioning_inputs(io) + [
-                io.Latent.Input("latent", tooltip="The image latent to invert (batches allowed)."),
+                io.Latent.Input("latent", tooltip="The image latent to invert (Load Image → VAE Encode → here; batches allowed)."),
             ] + oscillation_inputs(),
             outputs=OUTPUTS)
 
@@ -198,7 +199,7 @@ class GroupInversion(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         images = [io.Latent.Input(f"image_{c.lower()}", optional=c not in "AB",
-                                  tooltip=f"Target image {c} of the group (VAE-encoded latent).") for c in LETTERS]
+                                  tooltip=f"Target image {c} of the group as a LATENT: Load Image → VAE Encode → here.") for c in LETTERS]
         return io.Schema(
             node_id="InversionSuite_GroupInversion", display_name="Group Inversion", category=CATEGORY,
             description="Group inversion (Oscillation Inversion, arXiv 2411.11135): the fixed-σ iteration cycles "

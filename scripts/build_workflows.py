@@ -1,32 +1,76 @@
-"""Write the bundled example workflows (UI format) into workflows/, laid out from the live node definitions.
+"""Write the bundled example workflows (UI format) and their thumbnails into workflows/, laid out from the live
+node definitions.
 
 Runs a headless ComfyUI (COMFYUI_PATH) with the pack loaded, reads /object_info so widget order and socket
-types are ComfyUI's own, and checks every workflow before writing it:
+types are ComfyUI's own, and checks every workflow (tests/workflow_tools.check_workflow) before writing it:
 
     COMFYUI_PATH=~/ComfyUI python scripts/build_workflows.py
+
+Adding a workflow: write one function `def my_workflow(g):` that opens stages with `with g.stage("…"):` and
+adds nodes with `g.node(...)` (values by input name; a connection is `other_node[slot]`), then list it in
+WORKFLOWS with its file name (the title the template browser shows; the number sets the order).
 """
+import contextlib
 import json
 import pathlib
 import sys
+import textwrap
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-import hostlib  # noqa: E402
-from workflow_tools import check_workflow, input_specs, is_widget, widget_slots  # noqa: E402
+import hostlib  # noqa: E402,F401  (finds ComfyUI for server.py)
+from workflow_tools import (CONTROL, IMAGE_NODES, MIN_IMAGE_NODE_HEIGHT, SCREEN, TITLE_HEIGHT, UPLOAD,  # noqa: E402
+                            check_workflow, input_specs, is_widget, widget_slots)
 
 PACK_ID, VERSION = "inversion-suite", "0.1.0"
+EXAMPLE = "inversion_suite_"  # example_inputs/ file prefix (scripts/make_examples.py)
+
+# Model files the workflows load, with the download entry the frontend (1.58+) offers as a Download button.
+MODELS = {
+    "v1-5-pruned-emaonly-fp16.safetensors": (
+        "checkpoints", "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/"
+                       "v1-5-pruned-emaonly-fp16.safetensors"),
+    "sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors": (
+        "checkpoints", "https://huggingface.co/Comfy-Org/stable-diffusion-3.5-fp8/resolve/main/"
+                       "sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors"),
+    "flux1-dev.safetensors": (
+        "diffusion_models", "https://huggingface.co/black-forest-labs/FLUX.1-dev/resolve/main/flux1-dev.safetensors"),
+    "t5xxl_fp16.safetensors": (
+        "text_encoders", "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors"),
+    "clip_l.safetensors": (
+        "text_encoders", "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors"),
+    "ae.safetensors": (
+        "vae", "https://huggingface.co/Comfy-Org/Lumina_Image_2.0_Repackaged/resolve/main/split_files/vae/"
+               "ae.safetensors"),
+}
+
+# layout (canvas units)
+NODE_W, COLUMN_GAP, ROW_GAP, GROUP_PAD, GROUP_TITLE = 340, 70, 40, 16, 46
+NOTE_W = 400
+STAGE_GAP = 40
+STAGE_COLOURS = ["#3f789e", "#8A8", "#a1309b", "#b06634", "#88A", "#444"]
 
 
 class Graph:
+    """Nodes in stages (one group each, laid out as columns left to right), links, and one note."""
+
     def __init__(self, info):
-        self.info, self.nodes, self.links, self.columns = info, [], [], {}
+        self.info, self.nodes, self.links, self.stages, self.current, self.text = info, [], [], [], None, ""
+
+    @contextlib.contextmanager
+    def stage(self, title):
+        self.stages.append((title, []))
+        self.current = self.stages[-1][1]
+        yield
+        self.current = None
 
     def node(self, kind, title=None, **values):
+        if self.current is None:
+            raise RuntimeError(f"{kind}: open a stage first (with g.stage(...))")
         node_def = self.info[kind]
         nid = len(self.nodes) + 1
         sources = {k: v for k, v in values.items() if isinstance(v, tuple)}
-        column = 1 + max([self.nodes[src - 1]["_col"] for src, _ in sources.values()], default=-1)
         inputs = []
         for name, k, options, _ in input_specs(node_def):
             if name in sources or not is_widget(k, options):
@@ -38,39 +82,98 @@ class Graph:
                     self.links.append([link, src, slot, nid, len(inputs), kind_out])
                     self.nodes[src - 1]["outputs"][slot]["links"].append(link)
                 inputs.append({"name": name, "type": k, "link": link})
-        widgets = []
+        specs = {n: o for n, _, o, _ in input_specs(node_def)}
+        widgets, multiline = [], 0
         for name in widget_slots(node_def):
-            if name is None:
-                widgets.append("fixed" if widgets and isinstance(widgets[-1], int) else "image")
+            if name == CONTROL:
+                widgets.append("fixed")
+            elif name == UPLOAD:
+                widgets.append("image")
             elif name not in sources:
-                spec = dict((n, o) for n, _, o, _ in input_specs(node_def))[name]
-                default = spec.get("default", (spec.get("options") or [None])[0])
-                widgets.append(values.get(name, default))
+                spec = specs[name]
+                multiline += bool(spec.get("multiline"))
+                widgets.append(values.get(name, spec.get("default", (spec.get("options") or [None])[0])))
         outputs = [{"name": name, "type": t, "links": [], "slot_index": i}
                    for i, (name, t) in enumerate(zip(node_def["output_name"], node_def["output"]))]
-        y = self.columns.get(column, 40)
-        height = 60 + 26 * (len(widgets) + max(len(inputs), len(outputs)))
-        self.columns[column] = y + height + 50
+        height = 26 * max(len(inputs), len(outputs)) + 28 * len(widgets) + 90 * multiline + 20
+        if kind in IMAGE_NODES:  # a square photo at the node's width, or a wide chart, below the widgets
+            height = max(height, NODE_W + 110 if kind in ("LoadImage", "SaveImage") else MIN_IMAGE_NODE_HEIGHT + 20)
         cnr = PACK_ID if kind.startswith("InversionSuite_") else "comfy-core"
-        node = {"id": nid, "type": kind, "pos": [40 + 400 * column, y], "size": [360, height], "flags": {},
-                "order": nid - 1, "mode": 0, "inputs": inputs, "outputs": outputs,
-                "properties": {"Node name for S&R": kind, "cnr_id": cnr, "ver": VERSION if cnr == PACK_ID else "0.3.64"},
-                "widgets_values": widgets, "_col": column}
+        properties = {"Node name for S&R": kind, "cnr_id": cnr, "ver": VERSION if cnr == PACK_ID else "0.3.64"}
+        files = [v for v in widgets if isinstance(v, str) and v in MODELS]
+        if files:
+            properties["models"] = [{"name": f, "url": MODELS[f][1], "directory": MODELS[f][0]} for f in files]
+        node = {"id": nid, "type": kind, "pos": [0, 0], "size": [NODE_W, height], "flags": {}, "order": nid - 1,
+                "mode": 0, "inputs": inputs, "outputs": outputs, "properties": properties, "widgets_values": widgets}
         if title:
             node["title"] = title
         self.nodes.append(node)
+        self.current.append(node)
         return Ref(nid)
 
     def note(self, text):
-        nid = len(self.nodes) + 1
-        self.nodes.append({"id": nid, "type": "MarkdownNote", "pos": [40, -260], "size": [760, 220], "flags": {},
-                           "order": nid - 1, "mode": 0, "inputs": [], "outputs": [], "properties": {},
-                           "widgets_values": [text], "_col": 0})
+        """The read-me note at the left of the graph (markdown)."""
+        self.text = textwrap.dedent(text).strip()
+
+    def layout(self, max_column_h):
+        """Stages left to right, each in its own group: a stage goes below the previous one when the column has
+        room, else starts a new column; a stage taller than a column wraps into several."""
+        groups, x, column_bottom, column_w = [], 0, None, 0
+        self.nodes = [n for n in self.nodes if n["type"] != "MarkdownNote"]
+        if self.text:
+            lines = sum(1 + len(line) // 44 for line in self.text.splitlines())
+            note = {"id": len(self.nodes) + 1, "type": "MarkdownNote", "pos": [0, TITLE_HEIGHT],
+                    "size": [NOTE_W, 60 + 24 * lines], "flags": {}, "order": len(self.nodes), "mode": 0,
+                    "inputs": [], "outputs": [], "properties": {}, "widgets_values": [self.text],
+                    "title": "Read me", "color": "#432", "bgcolor": "#653"}
+            self.nodes.append(note)
+            column_bottom, column_w = TITLE_HEIGHT + note["size"][1], NOTE_W
+        for index, (title, members) in enumerate(self.stages):
+            height = GROUP_TITLE + sum(n["size"][1] + TITLE_HEIGHT + ROW_GAP for n in members) - ROW_GAP + GROUP_PAD
+            if column_bottom is not None and column_bottom + STAGE_GAP + height <= max_column_h:
+                group_top = column_bottom + STAGE_GAP  # room below the previous stage: stack
+                left = x + GROUP_PAD
+            else:
+                left = x + (column_w + COLUMN_GAP if column_bottom is not None else GROUP_PAD)
+                group_top = 0
+            top = group_top + GROUP_TITLE + TITLE_HEIGHT
+            nx, y, bottom = left, top, top
+            for node in members:
+                if y > top and y + node["size"][1] > max_column_h:
+                    nx, y = nx + NODE_W + COLUMN_GAP // 2, top
+                node["pos"] = [nx, y]
+                y += node["size"][1] + TITLE_HEIGHT + ROW_GAP
+                bottom = max(bottom, y - ROW_GAP)
+            right = nx + NODE_W
+            groups.append({"title": title, "bounding": [left - GROUP_PAD, group_top, right - left + 2 * GROUP_PAD,
+                                                        bottom + GROUP_PAD - group_top],
+                           "color": STAGE_COLOURS[index % len(STAGE_COLOURS)], "font_size": 24, "flags": {}})
+            if group_top == 0:
+                x, column_w = left - GROUP_PAD, right - left + 2 * GROUP_PAD
+            column_bottom = bottom + GROUP_PAD if right - left == NODE_W else max_column_h  # wrapped: column full
+        return groups
+
+    def fit(self, max_column_h):
+        """Lay out with this column height; return the zoom and offset that show the whole graph on the screen."""
+        groups = self.layout(max_column_h)
+        boxes = [(n["pos"][0], n["pos"][1] - TITLE_HEIGHT, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+                 for n in self.nodes] + [(g["bounding"][0], g["bounding"][1], g["bounding"][0] + g["bounding"][2],
+                                          g["bounding"][1] + g["bounding"][3]) for g in groups]
+        x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+        x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+        margin_x, margin_top, margin_bottom = 30, 90, 60  # leave the menu bar and the bottom panel free
+        scale = min(1.0, (SCREEN[0] - 2 * margin_x) / (x1 - x0), (SCREEN[1] - margin_top - margin_bottom) / (y1 - y0))
+        scale = int(scale * 100) / 100
+        offset = [margin_x / scale - x0, margin_top / scale - y0]
+        return scale, offset, groups
 
     def workflow(self):
-        nodes = [{k: v for k, v in n.items() if k != "_col"} for n in self.nodes]
-        return {"last_node_id": len(nodes), "last_link_id": len(self.links), "nodes": nodes, "links": self.links,
-                "groups": [], "config": {}, "extra": {"ds": {"scale": 0.7, "offset": [0, 300]}}, "version": 0.4}
+        """The UI workflow, laid out with the column height that gives the largest zoom at load."""
+        best = max(range(800, 1801, 50), key=lambda h: (self.fit(h)[0], -h))
+        scale, offset, groups = self.fit(best)
+        return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
+                "links": self.links, "groups": groups, "config": {},
+                "extra": {"ds": {"scale": scale, "offset": offset}}, "version": 0.4}
 
 
 class Ref(int):
@@ -78,8 +181,14 @@ class Ref(int):
         return (int(self), slot)
 
 
+# ---------------------------------------------------------------- shared pieces
 def sd15(g):
-    ckpt = g.node("CheckpointLoaderSimple", ckpt_name="v1-5-pruned-emaonly.safetensors")
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name="v1-5-pruned-emaonly-fp16.safetensors")
+    return ckpt[0], ckpt[1], ckpt[2]
+
+
+def sd35(g):
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name="sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors")
     return ckpt[0], ckpt[1], ckpt[2]
 
 
@@ -90,9 +199,10 @@ def flux(g):
     return unet[0], clip[0], vae[0]
 
 
-def encode_image(g, vae, name="example.png", title=None):
-    image = g.node("LoadImage", title=title, image=name)
-    return g.node("VAEEncode", pixels=image[0], vae=vae)[0]
+def encode_image(g, vae, name, title="photo"):
+    """Load Image → VAE Encode: the pack's nodes take LATENTs."""
+    image = g.node("LoadImage", title=f"Load {title}", image=EXAMPLE + name)
+    return g.node("VAEEncode", title=f"VAE Encode {title} → LATENT", pixels=image[0], vae=vae)[0]
 
 
 def flux_guider(g, model, clip, text, title=None):
@@ -101,159 +211,353 @@ def flux_guider(g, model, clip, text, title=None):
     return g.node("BasicGuider", model=model, conditioning=guided[0])[0], guided[0]
 
 
-def save(g, vae, latent, prefix):
-    g.node("SaveImage", images=g.node("VAEDecode", samples=latent, vae=vae)[0], filename_prefix=prefix)
+def decode_and_save(g, vae, latent, prefix, title="result"):
+    g.node("SaveImage", title=f"Save {title}", images=g.node("VAEDecode", samples=latent, vae=vae)[0],
+           filename_prefix=prefix)
 
 
+def preview(g, image, title):
+    g.node("PreviewImage", title=title, images=image)
+
+
+# ---------------------------------------------------------------- one function per workflow
 def fixed_point_sd15(g):
-    g.note("**Fixed-point inversion, SD1.5/SDXL edit.** Fixed-Point Invert turns the photo into the noise that "
-           "regenerates it under the *source* prompt; SamplerCustomAdvanced regenerates from that NOISE with the "
-           "*edited* prompt on the same sigmas. Keep the prompts alike except for the edit; cfg 1 inverts best.")
-    model, clip, vae = sd15(g)
-    latent = encode_image(g, vae)
-    src = g.node("CLIPTextEncode", title="source prompt", text="a photo of a cat sitting on a sofa", clip=clip)
-    neg = g.node("CLIPTextEncode", title="negative", text="blurry, low quality", clip=clip)
-    edit = g.node("CLIPTextEncode", title="edited prompt", text="a photo of a dog sitting on a sofa", clip=clip)
-    sigmas = g.node("BasicScheduler", model=model, scheduler="simple", steps=30, denoise=1.0)
-    inv = g.node("InversionSuite_FixedPointInvert", model=model, positive=src[0], latent=latent, sigmas=sigmas[0])
-    g.node("PreviewAny", source=inv[2])
-    guider = g.node("CFGGuider", model=model, positive=edit[0], negative=neg[0], cfg=3.0)
-    out = g.node("SamplerCustomAdvanced", noise=inv[1], guider=guider[0],
-                 sampler=g.node("KSamplerSelect", sampler_name="euler")[0], sigmas=sigmas[0], latent_image=latent)
-    save(g, vae, out[0], "fixed_point_edit")
+    g.note("""
+        ## Fixed-Point Invert: edit a photo (SD1.5/SDXL)
+        1. **Load**: the photo is VAE-encoded to a LATENT.
+        2. **Invert**: Fixed-Point Invert finds the noise that regenerates the photo under the *source* prompt.
+        3. **Edit**: SamplerCustomAdvanced regenerates from that NOISE with the *edited* prompt on the same sigmas.
+
+        Keep the prompts alike except for the edit; cfg 1 inverts best. The convergence picture shows each step's
+        residual against the tolerance; the report is shown on the node.""")
+    with g.stage("1 · Load model and photo"):
+        model, clip, vae = sd15(g)
+        latent = encode_image(g, vae, "photo.png")
+    with g.stage("2 · Prompts"):
+        src = g.node("CLIPTextEncode", title="Source prompt (describes the photo)",
+                     text="a photo of a house with a tree and a blue car, sunny day", clip=clip)
+        edit = g.node("CLIPTextEncode", title="Edited prompt",
+                      text="a photo of a house with a tree and a blue car, snowy winter day", clip=clip)
+        neg = g.node("CLIPTextEncode", title="Negative prompt", text="blurry, low quality", clip=clip)
+    with g.stage("3 · Invert"):
+        sigmas = g.node("BasicScheduler", model=model, scheduler="simple", steps=30, denoise=1.0)
+        inv = g.node("InversionSuite_FixedPointInvert", model=model, positive=src[0], latent=latent, sigmas=sigmas[0])
+        preview(g, inv[3], "Convergence per step")
+    with g.stage("4 · Regenerate with the edit"):
+        guider = g.node("CFGGuider", model=model, positive=edit[0], negative=neg[0], cfg=3.0)
+        sampler = g.node("KSamplerSelect", sampler_name="euler")
+        out = g.node("SamplerCustomAdvanced", noise=inv[1], guider=guider[0], sampler=sampler[0], sigmas=sigmas[0],
+                     latent_image=latent)
+    with g.stage("5 · Decode and save"):
+        decode_and_save(g, vae, out[0], "inversion_suite/fixed_point_edit")
 
 
 def fixed_point_flux(g):
-    g.note("**Fixed-point inversion, Flux edit.** Stock FlipSigmas unsampling returns inf on flow models; "
-           "Fixed-Point Invert's NOISE output starts any stock sampler exactly at the inverted state.")
-    model, clip, vae = flux(g)
-    latent = encode_image(g, vae)
-    _, src = flux_guider(g, model, clip, "a photo of a cat sitting on a sofa", "source prompt")
-    edit_guider, _ = flux_guider(g, model, clip, "a photo of a dog sitting on a sofa", "edited prompt")
-    sigmas = g.node("BasicScheduler", model=model, scheduler="simple", steps=28, denoise=1.0)
-    inv = g.node("InversionSuite_FixedPointInvert", model=model, positive=src, latent=latent, sigmas=sigmas[0])
-    g.node("PreviewAny", source=inv[2])
-    out = g.node("SamplerCustomAdvanced", noise=inv[1], guider=edit_guider,
-                 sampler=g.node("KSamplerSelect", sampler_name="euler")[0], sigmas=sigmas[0], latent_image=latent)
-    save(g, vae, out[0], "fixed_point_flux_edit")
+    g.note("""
+        ## Fixed-Point Invert: edit a photo (Flux)
+        Stock FlipSigmas unsampling returns inf on flow models. Fixed-Point Invert's NOISE output starts any stock
+        sampler exactly at the inverted state.
+        1. **Load** and VAE-encode the photo. 2. **Invert** with the source prompt.
+        3. **Regenerate** with the edited prompt on the same sigmas. 4. **Decode**.""")
+    with g.stage("1 · Load models and photo"):
+        model, clip, vae = flux(g)
+        latent = encode_image(g, vae, "photo.png")
+    with g.stage("2 · Prompts"):
+        _, src = flux_guider(g, model, clip, "a photo of a house with a tree and a blue car, sunny day",
+                             "Source prompt (describes the photo)")
+        edit_guider, _ = flux_guider(g, model, clip, "a photo of a house with a tree and a blue car, snowy winter "
+                                                     "day", "Edited prompt")
+    with g.stage("3 · Invert"):
+        sigmas = g.node("BasicScheduler", model=model, scheduler="simple", steps=28, denoise=1.0)
+        inv = g.node("InversionSuite_FixedPointInvert", model=model, positive=src, latent=latent, sigmas=sigmas[0])
+        preview(g, inv[3], "Convergence per step")
+    with g.stage("4 · Regenerate with the edit"):
+        sampler = g.node("KSamplerSelect", sampler_name="euler")
+        out = g.node("SamplerCustomAdvanced", noise=inv[1], guider=edit_guider, sampler=sampler[0], sigmas=sigmas[0],
+                     latent_image=latent)
+    with g.stage("5 · Decode and save"):
+        decode_and_save(g, vae, out[0], "inversion_suite/fixed_point_flux_edit")
+
+
+def fixed_point_sampler_sd15(g):
+    g.note("""
+        ## Fixed-Point Inversion Sampler (SD1.5/SDXL)
+        The sampler form of fixed-point inversion, for graphs built around SamplerCustomAdvanced:
+        1. **Invert**: FlipSigmas makes the schedule ascend; DisableNoise; the sampler inverts the photo's LATENT.
+        2. **Regenerate**: the inverted LATENT is sampled down the original sigmas with DisableNoise and the
+           edited prompt. (ε/v models only; for Flux/SD3 use Fixed-Point Invert's NOISE output.)""")
+    with g.stage("1 · Load model and photo"):
+        model, clip, vae = sd15(g)
+        latent = encode_image(g, vae, "photo.png")
+    with g.stage("2 · Prompts"):
+        src = g.node("CLIPTextEncode", title="Source prompt (describes the photo)",
+                     text="a photo of a house with a tree and a blue car, sunny day", clip=clip)
+        edit = g.node("CLIPTextEncode", title="Edited prompt",
+                      text="a photo of a house with a tree and a blue car at sunset", clip=clip)
+        neg = g.node("CLIPTextEncode", title="Negative prompt", text="blurry, low quality", clip=clip)
+    with g.stage("3 · Invert (flipped sigmas)"):
+        sigmas = g.node("BasicScheduler", model=model, scheduler="simple", steps=30, denoise=1.0)
+        flipped = g.node("FlipSigmas", sigmas=sigmas[0])
+        inv_guider = g.node("CFGGuider", title="Source guider (cfg 1)", model=model, positive=src[0],
+                            negative=neg[0], cfg=1.0)
+        sampler = g.node("InversionSuite_FixedPointInversionSampler")
+        off = g.node("DisableNoise")
+        inverted = g.node("SamplerCustomAdvanced", title="Invert", noise=off[0], guider=inv_guider[0],
+                          sampler=sampler[0], sigmas=flipped[0], latent_image=latent)
+    with g.stage("4 · Regenerate with the edit"):
+        guider = g.node("CFGGuider", title="Edited guider", model=model, positive=edit[0], negative=neg[0], cfg=3.0)
+        euler = g.node("KSamplerSelect", sampler_name="euler")
+        out = g.node("SamplerCustomAdvanced", title="Regenerate", noise=off[0], guider=guider[0], sampler=euler[0],
+                     sigmas=sigmas[0], latent_image=inverted[0])
+    with g.stage("5 · Decode and save"):
+        decode_and_save(g, vae, out[0], "inversion_suite/fixed_point_sampler_edit")
 
 
 def bdia_edit(g, family):
-    g.note(f"**BDIA exact inversion, {family} edit.** BDIA Invert runs the sampler backwards (one model call per "
-           "step) and hands its NOISE and the pair of latents to BDIA Sampler. With the source prompt the photo comes "
-           "back to float precision; with the edited prompt the edit is applied. Same sigmas, method and γ on both.")
-    if family == "Flux":
-        model, clip, vae = flux(g)
-        latent = encode_image(g, vae)
-        src_guider, _ = flux_guider(g, model, clip, "a photo of a woman with brown hair", "source prompt")
-        edit_guider, _ = flux_guider(g, model, clip, "a photo of a woman with red hair", "edited prompt")
-        steps = 28
-    else:
-        model, clip, vae = sd15(g)
-        latent = encode_image(g, vae)
-        neg = g.node("CLIPTextEncode", title="negative", text="", clip=clip)
-        src = g.node("CLIPTextEncode", title="source prompt", text="a photo of a man", clip=clip)
-        edit = g.node("CLIPTextEncode", title="edited prompt", text="a photo of a man with a mustache", clip=clip)
-        src_guider = g.node("CFGGuider", model=model, positive=src[0], negative=neg[0], cfg=3.0)[0]
-        edit_guider = g.node("CFGGuider", model=model, positive=edit[0], negative=neg[0], cfg=3.0)[0]
-        steps = 50
-    sigmas = g.node("BasicScheduler", model=model, scheduler="simple", steps=steps, denoise=0.8)
-    inv = g.node("InversionSuite_BDIAInvert", model=model, guider=src_guider, latent=latent, sigmas=sigmas[0],
-                 method="bdia", gamma=0.96)
-    sampler = g.node("InversionSuite_BDIASampler", method="bdia", gamma=0.96, inversion=inv[1])
-    out = g.node("SamplerCustomAdvanced", noise=inv[0], guider=edit_guider, sampler=sampler[0], sigmas=sigmas[0],
-                 latent_image=latent)
-    save(g, vae, out[0], f"bdia_{family.lower()}_edit")
+    g.note(f"""
+        ## BDIA exact inversion: edit a photo ({family})
+        BDIA Invert runs the sampler backwards (one model call per step) and hands its NOISE and the pair of latents
+        to BDIA Sampler. With the source prompt the photo comes back to float precision; with the edited prompt
+        the edit is applied. Use the same sigmas, method and γ on both sides.""")
+    with g.stage("1 · Load models and photo"):
+        if family == "Flux":
+            model, clip, vae = flux(g)
+        else:
+            model, clip, vae = sd15(g)
+        latent = encode_image(g, vae, "portrait.png", "portrait")
+    with g.stage("2 · Prompts"):
+        if family == "Flux":
+            src_guider, _ = flux_guider(g, model, clip, "a portrait of a man with brown hair", "Source prompt")
+            edit_guider, _ = flux_guider(g, model, clip, "a portrait of a man with red hair", "Edited prompt")
+            steps = 28
+        else:
+            neg = g.node("CLIPTextEncode", title="Negative prompt", text="", clip=clip)
+            src = g.node("CLIPTextEncode", title="Source prompt", text="a portrait of a man with brown hair",
+                         clip=clip)
+            edit = g.node("CLIPTextEncode", title="Edited prompt", text="a portrait of a man with a mustache",
+                          clip=clip)
+            src_guider = g.node("CFGGuider", model=model, positive=src[0], negative=neg[0], cfg=3.0)[0]
+            edit_guider = g.node("CFGGuider", model=model, positive=edit[0], negative=neg[0], cfg=3.0)[0]
+            steps = 50
+    with g.stage("3 · Invert exactly"):
+        sigmas = g.node("BasicScheduler", model=model, scheduler="simple", steps=steps, denoise=0.8)
+        inv = g.node("InversionSuite_BDIAInvert", model=model, guider=src_guider, latent=latent, sigmas=sigmas[0],
+                     method="bdia", gamma=0.96)
+    with g.stage("4 · Regenerate with the edit"):
+        sampler = g.node("InversionSuite_BDIASampler", method="bdia", gamma=0.96, inversion=inv[1])
+        out = g.node("SamplerCustomAdvanced", noise=inv[0], guider=edit_guider, sampler=sampler[0], sigmas=sigmas[0],
+                     latent_image=latent)
+    with g.stage("5 · Decode and save"):
+        decode_and_save(g, vae, out[0], f"inversion_suite/bdia_{family.lower().replace('.', '')}_edit")
 
 
 def bdia_text_to_image(g):
-    g.note("**BDIA text-to-image.** BDIA Sampler as a drop-in SAMPLER: γ = 1 is the leapfrog rule (the paper's "
-           "choice at 40+ steps), smaller γ damps more at few steps. The result can be inverted exactly later.")
-    model, clip, vae = sd15(g)
-    pos = g.node("CLIPTextEncode", title="prompt", text="a watercolour painting of a lighthouse at dawn", clip=clip)
-    neg = g.node("CLIPTextEncode", title="negative", text="blurry", clip=clip)
-    guider = g.node("CFGGuider", model=model, positive=pos[0], negative=neg[0], cfg=5.0)
-    sigmas = g.node("BasicScheduler", model=model, scheduler="simple", steps=40, denoise=1.0)
-    sampler = g.node("InversionSuite_BDIASampler", method="bdia", gamma=1.0)
-    out = g.node("SamplerCustomAdvanced", noise=g.node("RandomNoise", noise_seed=42)[0], guider=guider[0],
-                 sampler=sampler[0], sigmas=sigmas[0],
-                 latent_image=g.node("EmptyLatentImage", width=512, height=512, batch_size=1)[0])
-    save(g, vae, out[0], "bdia_t2i")
+    g.note("""
+        ## BDIA Sampler: text to image (SD1.5/SDXL)
+        BDIA Sampler as a drop-in SAMPLER: γ = 1 is the leapfrog rule (the paper's choice at 40+ steps), smaller γ
+        damps more at few steps. The result can later be inverted exactly with BDIA Invert on the same sigmas.""")
+    with g.stage("1 · Load model"):
+        model, clip, vae = sd15(g)
+    with g.stage("2 · Prompts"):
+        pos = g.node("CLIPTextEncode", title="Prompt", text="a watercolour painting of a lighthouse at dawn", clip=clip)
+        neg = g.node("CLIPTextEncode", title="Negative prompt", text="blurry", clip=clip)
+    with g.stage("3 · Sample with BDIA"):
+        guider = g.node("CFGGuider", model=model, positive=pos[0], negative=neg[0], cfg=5.0)
+        sigmas = g.node("BasicScheduler", model=model, scheduler="simple", steps=40, denoise=1.0)
+        sampler = g.node("InversionSuite_BDIASampler", method="bdia", gamma=1.0)
+        noise = g.node("RandomNoise", noise_seed=42)
+        empty = g.node("EmptyLatentImage", width=512, height=512, batch_size=1)
+        out = g.node("SamplerCustomAdvanced", noise=noise[0], guider=guider[0], sampler=sampler[0], sigmas=sigmas[0],
+                     latent_image=empty[0])
+    with g.stage("4 · Decode and save"):
+        decode_and_save(g, vae, out[0], "inversion_suite/bdia_t2i")
 
 
-def oscillation(g, note, a_name, b_name, schedule, prompt):
+def group_inversion(g, note, a_name, b_name, schedule, prompt, titles):
     g.note(note)
-    model, clip, vae = flux(g)
-    _, cond = flux_guider(g, model, clip, prompt, "prompt describing the image")
-    a = encode_image(g, vae, a_name, "image A")
-    b = encode_image(g, vae, b_name, "image B")
-    inv = g.node("InversionSuite_GroupInversion", model=model, positive=cond, image_a=a, image_b=b,
-                 schedule=schedule, sigma=0.4, iterations=24, burn_in=4)
-    g.node("PreviewImage", images=g.node("VAEDecode", samples=inv[0], vae=vae)[0])
-    g.node("PreviewImage", title="iterate distances", images=inv[3])
-    g.node("PreviewAny", source=inv[4])
-    return inv
+    with g.stage("1 · Load models"):
+        model, clip, vae = flux(g)
+    with g.stage("2 · Load images (VAE Encode → LATENT)"):
+        a = encode_image(g, vae, a_name, titles[0])
+        b = encode_image(g, vae, b_name, titles[1])
+    with g.stage("3 · Prompt"):
+        _, cond = flux_guider(g, model, clip, prompt, "Prompt describing the image")
+    with g.stage("4 · Group inversion"):
+        inv = g.node("InversionSuite_GroupInversion", model=model, positive=cond, image_a=a, image_b=b,
+                     schedule=schedule, sigma=0.4, iterations=24, burn_in=4)
+        preview(g, inv[3], "Iterate distances (clusters)")
+    with g.stage("5 · Decode every centre"):
+        preview(g, g.node("VAEDecode", samples=inv[0], vae=vae)[0], "Every cluster centre: pick one")
+
+
+def group_enhance(g):
+    group_inversion(g, """
+        ## Group Inversion: enhance a degraded photo (Flux)
+        Image A is the degraded photo, image B a lightly enhanced copy (e.g. sharpened); schedule A,A,B.
+        Every cluster centre is decoded: pick the cleanest from the batch (the paper picks one centre per task by
+        eye). The distance map shows the clusters: a chequer of period p means p clusters.""",
+                    "portrait_degraded.png", "portrait_lightly_enhanced.png", "A,A,B",
+                    "a portrait photo of a man, high quality", ("image A: degraded", "image B: lightly enhanced"))
+
+
+def group_recolour(g):
+    group_inversion(g, """
+        ## Group Inversion: recolour with strokes (Flux)
+        Image A is the photo, image B the same photo with colour strokes painted where the new colour should go;
+        schedule A,B,B. The centres blend the strokes into a natural recolouring.""",
+                    "photo.png", "photo_with_strokes.png", "A,B,B", "a photo of a house and a red car",
+                    ("image A: photo", "image B: with strokes"))
+
+
+def group_makeup(g):
+    group_inversion(g, """
+        ## Group Inversion: makeup transfer from strokes (Flux)
+        Image A is the face, image B the face with makeup strokes (eye shadow, lipstick); schedule A,B,B.""",
+                    "portrait.png", "portrait_with_makeup_strokes.png", "A,B,B",
+                    "a portrait of a man wearing purple eye shadow and red lipstick, high quality",
+                    ("image A: face", "image B: makeup strokes"))
 
 
 def visual_prompt(g):
-    g.note("**Visual-prompt editing (Flux).** Image A is the photo, image B the same photo with the edit pasted or "
-           "painted in. Group Inversion (A,B,B) finds the states; one centre (LatentFromBatch) is refined by "
-           "Post-Inversion Optimize toward B, with a little weight on A to keep the rest of the photo.")
-    model, clip, vae = flux(g)
-    _, cond = flux_guider(g, model, clip, "a photo of a living room with a red armchair", "prompt describing the edit")
-    a = encode_image(g, vae, "photo.png", "image A: photo")
-    b = encode_image(g, vae, "photo_with_pasted_edit.png", "image B: edited")
-    inv = g.node("InversionSuite_GroupInversion", model=model, positive=cond, image_a=a, image_b=b,
-                 schedule="A,B,B", sigma=0.4, iterations=24, burn_in=4)
-    pick = g.node("LatentFromBatch", title="pick a centre", samples=inv[1], batch_index=0, length=1)
-    opt = g.node("InversionSuite_PostInversionOptimize", model=model, positive=cond, latent=pick[0], target_1=b,
-                 weight_1=1.0, target_2=a, weight_2=0.2, sigma=0.4)
-    g.node("PreviewImage", title="loss", images=opt[2])
-    g.node("PreviewAny", source=opt[3])
-    save(g, vae, opt[0], "visual_prompt_edit")
+    g.note("""
+        ## Post-Inversion Optimize: visual-prompt edit (Flux)
+        Image A is the photo, image B the same photo with the edit pasted in (a balloon). Group Inversion (A,B,B)
+        finds the states; one centre (LatentFromBatch) is refined by Post-Inversion Optimize toward B, with a
+        little weight on A to keep the rest of the photo. The loss curve should fall and level off.""")
+    with g.stage("1 · Load models"):
+        model, clip, vae = flux(g)
+    with g.stage("2 · Load images (VAE Encode → LATENT)"):
+        a = encode_image(g, vae, "photo.png", "image A: photo")
+        b = encode_image(g, vae, "photo_with_pasted_edit.png", "image B: pasted edit")
+    with g.stage("3 · Prompt"):
+        _, cond = flux_guider(g, model, clip, "a photo of a house, a tree, a blue car and a red hot-air balloon",
+                              "Prompt describing the edit")
+    with g.stage("4 · Invert and pick a centre"):
+        inv = g.node("InversionSuite_GroupInversion", model=model, positive=cond, image_a=a, image_b=b,
+                     schedule="A,B,B", sigma=0.4, iterations=24, burn_in=4)
+        pick = g.node("LatentFromBatch", title="Pick a centre (state)", samples=inv[1], batch_index=0, length=1)
+    with g.stage("5 · Optimise"):
+        opt = g.node("InversionSuite_PostInversionOptimize", model=model, positive=cond, latent=pick[0], target_1=b,
+                     weight_1=1.0, target_2=a, weight_2=0.2, sigma=0.4)
+        preview(g, opt[2], "Loss curve")
+    with g.stage("6 · Decode and save"):
+        decode_and_save(g, vae, opt[0], "inversion_suite/visual_prompt_edit")
 
 
 def enhance_chain(g):
-    g.note("**Enhancement chain (Flux): Oscillation Invert → Post-Inversion Optimize.** The degraded photo's "
-           "oscillation clusters are decoded; pick the cleanest centre (LatentFromBatch index) and refine its state "
-           "toward that centre, keeping a small weight on the photo for fidelity.")
-    model, clip, vae = flux(g)
-    _, cond = flux_guider(g, model, clip, "a portrait photo of a person, high quality", "prompt describing the image")
-    photo = encode_image(g, vae, "degraded.png", "degraded photo")
-    inv = g.node("InversionSuite_OscillationInvert", model=model, positive=cond, latent=photo, sigma=0.4,
-                 iterations=24, burn_in=4)
-    g.node("PreviewImage", title="all centres", images=g.node("VAEDecode", samples=inv[0], vae=vae)[0])
-    index = 2
-    state = g.node("LatentFromBatch", title="chosen centre (state)", samples=inv[1], batch_index=index, length=1)
-    clean = g.node("LatentFromBatch", title="chosen centre (decoded)", samples=inv[0], batch_index=index, length=1)
-    opt = g.node("InversionSuite_PostInversionOptimize", model=model, positive=cond, latent=state[0],
-                 target_1=clean[0], weight_1=1.0, target_2=photo, weight_2=0.2, sigma=0.4)
-    g.node("PreviewImage", title="loss", images=opt[2])
-    save(g, vae, opt[0], "enhanced")
+    g.note("""
+        ## Oscillation Invert → Post-Inversion Optimize: enhance (Flux)
+        The degraded photo's oscillation clusters are decoded; pick the cleanest centre (LatentFromBatch index,
+        same index on both pickers) and refine its state toward that centre, keeping a small weight on the photo
+        for fidelity.""")
+    with g.stage("1 · Load models and photo"):
+        model, clip, vae = flux(g)
+        photo = encode_image(g, vae, "portrait_degraded.png", "degraded photo")
+    with g.stage("2 · Prompt"):
+        _, cond = flux_guider(g, model, clip, "a portrait photo of a man, high quality", "Prompt describing the image")
+    with g.stage("3 · Oscillation inversion"):
+        inv = g.node("InversionSuite_OscillationInvert", model=model, positive=cond, latent=photo, sigma=0.4,
+                     iterations=24, burn_in=4)
+        preview(g, inv[3], "Iterate distances (clusters)")
+    with g.stage("4 · See the centres and pick one"):
+        preview(g, g.node("VAEDecode", samples=inv[0], vae=vae)[0], "All centres")
+        state = g.node("LatentFromBatch", title="Chosen centre (state)", samples=inv[1], batch_index=2, length=1)
+        clean = g.node("LatentFromBatch", title="Chosen centre (decoded)", samples=inv[0], batch_index=2, length=1)
+    with g.stage("5 · Optimise"):
+        opt = g.node("InversionSuite_PostInversionOptimize", model=model, positive=cond, latent=state[0],
+                     target_1=clean[0], weight_1=1.0, target_2=photo, weight_2=0.2, sigma=0.4)
+        preview(g, opt[2], "Loss curve")
+    with g.stage("6 · Decode and save"):
+        decode_and_save(g, vae, opt[0], "inversion_suite/enhanced")
 
 
+def fine_tune_sd35(g):
+    g.note("""
+        ## Fine-Tune Inversion: reconstruct a photo (SD3.5)
+        1. **Invert**: Oscillation Invert at 40 % of the schedule gives a state of the photo.
+        2. **Fine-tune**: small adapters on the attention projections are trained so the model's prediction from
+           that state matches the photo (the loss curve should fall).
+        3. **Regenerate** from the state with the tuned MODEL down the last 40 % of the schedule (denoise 0.4,
+           DisableNoise). The loaded weights are never changed.""")
+    with g.stage("1 · Load model and photo"):
+        model, clip, vae = sd35(g)
+        photo = encode_image(g, vae, "portrait.png", "portrait")
+    with g.stage("2 · Prompt"):
+        cond = g.node("CLIPTextEncode", title="Prompt describing the photo", text="a portrait of a man", clip=clip)
+    with g.stage("3 · Invert to a state"):
+        inv = g.node("InversionSuite_OscillationInvert", model=model, positive=cond[0], latent=photo, sigma=0.4,
+                     sigma_mode="fraction of schedule", iterations=20, burn_in=4)
+        state = g.node("LatentFromBatch", title="State (first centre)", samples=inv[1], batch_index=0, length=1)
+    with g.stage("4 · Fine-tune"):
+        tuned = g.node("InversionSuite_FineTuneInversion", model=model, positive=cond[0], latent=state[0],
+                       target=photo, steps=100, sigma=0.4, sigma_mode="fraction of schedule")
+        preview(g, tuned[1], "Loss curve")
+    with g.stage("5 · Regenerate with the tuned model"):
+        guider = g.node("BasicGuider", model=tuned[0], conditioning=cond[0])
+        sigmas = g.node("BasicScheduler", model=tuned[0], scheduler="simple", steps=20, denoise=0.4)
+        euler = g.node("KSamplerSelect", sampler_name="euler")
+        off = g.node("DisableNoise")
+        out = g.node("SamplerCustomAdvanced", noise=off[0], guider=guider[0], sampler=euler[0], sigmas=sigmas[0],
+                     latent_image=state[0])
+    with g.stage("6 · Decode and save"):
+        decode_and_save(g, vae, out[0], "inversion_suite/fine_tuned")
+
+
+# File name = the title the template browser shows; the number sets the order.
 WORKFLOWS = {
-    "post_inversion_visual_prompt_flux": visual_prompt,
-    "oscillation_enhance_optimize_flux": enhance_chain,
-    "fixed_point_edit_sd15": fixed_point_sd15,
-    "fixed_point_edit_flux": fixed_point_flux,
-    "bdia_edit_sd15": lambda g: bdia_edit(g, "SD1.5"),
-    "bdia_edit_flux": lambda g: bdia_edit(g, "Flux"),
-    "bdia_text_to_image_sd15": bdia_text_to_image,
-    "oscillation_enhance_flux": lambda g: oscillation(
-        g, "**Oscillation enhancement (Flux).** Image A is the degraded photo, image B a lightly enhanced "
-        "copy (e.g. sharpened); schedule A,A,B. Every cluster centre is decoded: pick the cleanest from the batch "
-        "(the paper picks one centre per task by eye). The distance map shows the clusters.",
-        "degraded.png", "lightly_enhanced.png", "A,A,B", "a portrait photo of a person, high quality"),
-    "oscillation_recolour_strokes_flux": lambda g: oscillation(
-        g, "**Stroke recolouring (Flux).** Image A is the photo, image B the same photo with colour "
-        "strokes painted where the new colour should go; schedule A,B,B. The centres blend the strokes into a "
-        "natural recolouring.", "photo.png", "photo_with_strokes.png", "A,B,B", "a photo of a red car"),
-    "oscillation_makeup_flux": lambda g: oscillation(
-        g, "**Makeup transfer from strokes (Flux).** Image A is the face, image B the face with makeup "
-        "strokes (eye shadow, lipstick); schedule A,B,B.", "face.png", "face_with_makeup_strokes.png", "A,B,B",
-        "a woman with red eye shadow, high quality, 4K"),
+    "01 Fixed-Point Invert - photo edit (SD1.5)": fixed_point_sd15,
+    "02 Fixed-Point Invert - photo edit (Flux)": fixed_point_flux,
+    "03 Fixed-Point Inversion Sampler - invert and edit (SD1.5)": fixed_point_sampler_sd15,
+    "04 BDIA - exact inversion edit (SD1.5)": lambda g: bdia_edit(g, "SD1.5"),
+    "05 BDIA - exact inversion edit (Flux)": lambda g: bdia_edit(g, "Flux"),
+    "06 BDIA Sampler - text to image (SD1.5)": bdia_text_to_image,
+    "07 Group Inversion - enhance a degraded photo (Flux)": group_enhance,
+    "08 Group Inversion - recolour with strokes (Flux)": group_recolour,
+    "09 Group Inversion - makeup transfer (Flux)": group_makeup,
+    "10 Oscillation Invert - enhance and optimise (Flux)": enhance_chain,
+    "11 Post-Inversion Optimize - visual-prompt edit (Flux)": visual_prompt,
+    "12 Fine-Tune Inversion - reconstruct a photo (SD3.5)": fine_tune_sd35,
 }
+
+
+def thumbnail(workflow, title, path, size=(640, 400)):
+    """A schematic of the graph (stages, nodes, links) with the workflow's title, for the template browser."""
+    from PIL import Image, ImageDraw, ImageFont
+    try:
+        font, small = ImageFont.load_default(size=26), ImageFont.load_default(size=13)
+    except TypeError:
+        font = small = ImageFont.load_default()
+    img = Image.new("RGB", size, (32, 34, 38))
+    d = ImageDraw.Draw(img)
+    nodes = workflow["nodes"]
+    boxes = [g["bounding"] for g in workflow["groups"]] + [
+        [n["pos"][0], n["pos"][1] - TITLE_HEIGHT, n["size"][0], n["size"][1] + TITLE_HEIGHT] for n in nodes]
+    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    x1, y1 = max(b[0] + b[2] for b in boxes), max(b[1] + b[3] for b in boxes)
+    top = 80
+    s = min((size[0] - 30) / (x1 - x0), (size[1] - top - 15) / (y1 - y0))
+
+    def p(x, y):
+        return 15 + (x - x0) * s, top + (y - y0) * s
+    for g in workflow["groups"]:
+        gx, gy, gw, gh = g["bounding"]
+        colour = tuple(int(g["color"].lstrip("#")[i:i + 2], 16) if len(g["color"]) == 7 else
+                       int(g["color"].lstrip("#")[i // 2] * 2, 16) for i in (0, 2, 4))
+        d.rectangle((*p(gx, gy), *p(gx + gw, gy + gh)), fill=tuple(c // 2 for c in colour), outline=colour)
+    by_id = {n["id"]: n for n in nodes}
+    for _, src, slot, dst, dslot, _ in workflow["links"]:
+        a, b = by_id[src], by_id[dst]
+        d.line((*p(a["pos"][0] + a["size"][0], a["pos"][1] + 10 + 20 * slot), *p(b["pos"][0], b["pos"][1] + 10 + 20 * dslot)),
+               fill=(150, 160, 170), width=1)
+    for n in nodes:
+        ours = n["type"].startswith("InversionSuite_")
+        fill = (200, 120, 40) if ours else (70, 74, 82)
+        d.rectangle((*p(n["pos"][0], n["pos"][1] - TITLE_HEIGHT), *p(n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])),
+                    fill=fill, outline=(20, 20, 20))
+    heading, _, detail = title[3:].partition(" - ")
+    d.text((15, 14), heading, fill=(255, 255, 255), font=font)
+    d.text((15, 48), detail + "   (orange: Inversion Suite nodes)", fill=(200, 200, 200), font=small)
+    img.save(path, quality=88)
 
 
 def main():
@@ -265,6 +569,8 @@ def main():
         s.stop()
     out = ROOT / "workflows"
     out.mkdir(exist_ok=True)
+    for old in list(out.glob("*.json")) + list(out.glob("*.jpg")):
+        old.unlink()
     for name, build in WORKFLOWS.items():
         g = Graph(info)
         build(g)
@@ -273,7 +579,9 @@ def main():
         if problems:
             raise SystemExit(f"{name}: " + "; ".join(problems))
         (out / f"{name}.json").write_text(json.dumps(workflow, indent=1, ensure_ascii=False) + "\n")
-        print(f"wrote workflows/{name}.json ({len(workflow['nodes'])} nodes)")
+        thumbnail(workflow, name, out / f"{name}.jpg")
+        print(f"wrote workflows/{name}.json and .jpg ({len(workflow['nodes'])} nodes, zoom "
+              f"{workflow['extra']['ds']['scale']})")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ import urllib.request
 import hostlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+# Tiny models on CPU: one thread each; on a shared 2-core machine thread contention dominates otherwise.
+SERVER_ENV = {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def free_port():
@@ -35,7 +37,7 @@ class Server:
             [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
              "--disable-auto-launch", "--base-directory", str(self.dir), "--database-url", "sqlite:///:memory:",
              "--extra-model-paths-config", str(self.dir / "paths.yaml"), "--preview-method", "none"],
-            cwd=hostlib.COMFYUI, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            cwd=hostlib.COMFYUI, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **SERVER_ENV})
         deadline = time.time() + 180
         while time.time() < deadline:
             if self.proc.poll() is not None:

@@ -11,7 +11,7 @@ import hostlib
 hostlib.require_comfyui()
 
 import server as server_mod  # noqa: E402
-from workflow_tools import check_workflow, to_api, with_tiny_models  # noqa: E402
+from workflow_tools import CONTROL, check_workflow, provided_inputs, to_api, widget_slots, with_tiny_models  # noqa: E402,E501
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
@@ -48,10 +48,46 @@ def test_node_registers_with_tooltips_and_description(object_info, node_id):
             assert len(spec) > 1 and spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
 
 
-def test_workflows_are_listed_as_templates(server):
+# Nodes that return a report shown on the node (V3 UI text); the two SAMPLER nodes have none.
+REPORTING = {"InversionSuite_FixedPointInvert", "InversionSuite_BDIAInvert", "InversionSuite_OscillationInvert",
+             "InversionSuite_GroupInversion", "InversionSuite_PostInversionOptimize",
+             "InversionSuite_FineTuneInversion"}
+
+
+def test_workflows_are_listed_as_templates_with_thumbnails(server):
     listed = server.get("/api/workflow_templates")
     assert sorted(listed["inversion_suite"]) == sorted(w.stem for w in WORKFLOWS)
-    assert len(WORKFLOWS) >= 8
+    assert len(WORKFLOWS) >= 12
+    for w in WORKFLOWS:  # frontend 1.27 asks /api/workflow_templates/<pack>/<name>.jpg
+        assert w.with_suffix(".jpg").stat().st_size > 5000, w.stem
+
+
+def test_every_node_and_family_has_a_workflow(object_info):
+    used, families = set(), set()
+    for w in WORKFLOWS:
+        workflow = json.loads(w.read_text())
+        used |= {n["type"] for n in workflow["nodes"]}
+        families.add(w.stem.rsplit("(", 1)[-1].rstrip(")"))
+    assert set(NODE_IDS) <= used, set(NODE_IDS) - used
+    assert {"SD1.5", "SD3.5", "Flux"} <= families
+
+
+def test_server_copies_the_example_inputs_without_overwriting(server, tmp_path):
+    from inversion_suite.nodes import install_example_inputs
+    assert provided_inputs() <= {p.name for p in (server.dir / "input").iterdir()}
+    mine = tmp_path / sorted(provided_inputs())[0]
+    mine.write_bytes(b"the user's own file")
+    copied = install_example_inputs(tmp_path)
+    assert mine.read_bytes() == b"the user's own file" and mine.name not in copied
+    assert len(copied) == len(provided_inputs()) - 1 and install_example_inputs(tmp_path) == []
+
+
+def test_seed_inputs_declare_their_control(object_info):
+    for node_id in ("InversionSuite_FixedPointInvert", "InversionSuite_FineTuneInversion"):
+        spec = object_info[node_id]["input"]["required"]["seed"][1]
+        assert spec["control_after_generate"] in (True, "fixed")
+        slots = widget_slots(object_info[node_id])
+        assert slots[slots.index("seed") + 1] == CONTROL
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[w.stem for w in WORKFLOWS])
@@ -66,21 +102,103 @@ def test_workflow_runs_end_to_end_with_tiny_models(server, object_info, path):
     status, result = server.run_prompt(prompt)
     assert status == 200, result
     assert result["status"]["status_str"] == "success", json.dumps(result["status"])[-2000:]
-    ours = [k for k, v in prompt.items() if v["class_type"].startswith("InversionSuite_")]
-    assert ours and all(k in result["outputs"] or prompt[k]["class_type"] for k in ours)
+    ours = [k for k, v in prompt.items() if v["class_type"] in REPORTING]
+    for k in ours:  # each node's report comes back as UI text (shown on the node)
+        text = result["outputs"][k]["text"][0]
+        assert text.startswith(prompt[k]["class_type"].split("_", 1)[1]) and ("model calls" in text or "loss" in text)
+    assert any(v["class_type"].startswith("InversionSuite_") for v in prompt.values())
+
+
+def _workflow(name):
+    return json.loads(next(w for w in WORKFLOWS if w.stem.startswith(name)).read_text())
+
+
+def _node(workflow, kind):
+    return next(n for n in workflow["nodes"] if n["type"] == kind)
+
+
+def test_checker_catches_what_the_frontend_would_meet(object_info):
+    clean = _workflow("01 ")
+    assert check_workflow(clean, object_info) == []
+
+    def problems(edit, base=clean):
+        workflow = json.loads(json.dumps(base))
+        edit(workflow)
+        return " | ".join(check_workflow(workflow, object_info))
+
+    def unknown(w):
+        _node(w, "KSamplerSelect")["type"] = "NoSuchNode"
+
+    def seed_randomises(w):
+        values = _node(w, "InversionSuite_FixedPointInvert")["widgets_values"]
+        values[values.index("fixed")] = "randomize"
+
+    def control_slot_missing(w):  # values written without the control: every later value lands one input early
+        values = _node(w, "InversionSuite_FineTuneInversion")["widgets_values"]
+        values.remove("fixed")
+        values.append(values[-1])
+
+    def bad_combo(w):
+        _node(w, "KSamplerSelect")["widgets_values"][0] = "no_such_sampler"
+
+    def unshipped_image(w):
+        _node(w, "LoadImage")["widgets_values"][0] = "example.png"
+
+    def no_url(w):
+        _node(w, "CheckpointLoaderSimple")["properties"].pop("models")
+
+    def overlap(w):
+        a, b = _node(w, "KSamplerSelect"), _node(w, "CFGGuider")
+        a["pos"] = [b["pos"][0] + 20, b["pos"][1] + 20]
+
+    assert "unknown type NoSuchNode" in problems(unknown)
+    assert "seed is set to randomize after every run" in problems(seed_randomises)
+    assert "control of seed is 0.4" in problems(control_slot_missing, _workflow("12 "))
+    assert "sampler_name='no_such_sampler' does not fit" in problems(bad_combo)
+    assert "'example.png' is not shipped" in problems(unshipped_image)
+    assert "has no download URL" in problems(no_url)
+    assert "overlap" in problems(overlap)
 
 
 def test_checker_catches_a_mistyped_link(object_info):
-    workflow = json.loads((ROOT / "workflows" / "bdia_edit_sd15.json").read_text())
+    workflow = _workflow("04 ")
     vae_link = next(link for link in workflow["links"] if link[5] == "VAE")
     vae_link[5] = "IMAGE"
     assert any(f"link {vae_link[0]}:" in p and "declared IMAGE" in p for p in check_workflow(workflow, object_info))
 
 
 def test_bad_prompt_is_rejected_with_400(server, object_info):
-    prompt = with_tiny_models(to_api(json.loads((ROOT / "workflows" / "fixed_point_edit_sd15.json").read_text()),
-                                     object_info))
+    prompt = with_tiny_models(to_api(_workflow("01 "), object_info))
     node = next(k for k, v in prompt.items() if v["class_type"] == "InversionSuite_FixedPointInvert")
     prompt[node]["inputs"]["max_iterations"] = 0
     status, body = server.post("/prompt", {"prompt": prompt})
     assert status == 400 and node in body["node_errors"]
+
+
+def test_seed_control_defaults_to_fixed_where_the_api_can_say_so():
+    """ComfyUI ≥ 0.4 has io.ControlAfterGenerate (string default for the frontend); 0.3.64 only a boolean."""
+    import enum
+    import types
+    from inversion_suite.nodes.common import seed_input
+
+    class Mode(str, enum.Enum):
+        fixed = "fixed"
+        randomize = "randomize"
+    seen = {}
+    fake = types.SimpleNamespace(ControlAfterGenerate=Mode, Int=types.SimpleNamespace(
+        Input=lambda name, **kw: seen.update(name=name, **kw)))
+    seed_input(fake, "Seed.")
+    assert seen["name"] == "seed" and seen["control_after_generate"] == "fixed"
+    del fake.ControlAfterGenerate
+    seed_input(fake, "Seed.")
+    assert seen["control_after_generate"] is True
+
+
+def test_on_load_copies_the_example_inputs(monkeypatch, tmp_path):
+    """ComfyUI ≥ 0.38 awaits the extension's on_load (0.3.64 never does; comfy_entrypoint copies there)."""
+    import asyncio
+    import folder_paths
+    from inversion_suite.nodes import InversionSuiteExtension
+    monkeypatch.setattr(folder_paths, "get_input_directory", lambda: str(tmp_path))
+    asyncio.run(InversionSuiteExtension().on_load())
+    assert {p.name for p in tmp_path.iterdir()} == provided_inputs()
