@@ -75,14 +75,9 @@ def model_family(node, model_sampling):
 def model_shape(node, name, samples, model):
     """A latent in the layout the model takes, as stock SamplerCustomAdvanced makes it: a 4-D [B, C, H, W] latent on a
     model with 3-D latents (video families, Qwen-Image) gets its time axis, [B, C, 1, H, W]
-    (``comfy.sample.fix_empty_latent_channels``); a 5-D latent on an image model is refused."""
+    (``comfy.sample.fix_empty_latent_channels``). Other layouts are refused before, by ``check_samples``."""
     dims = getattr(model.get_model_object("latent_format"), "latent_dimensions", 2)
-    if dims == 3 and samples.ndim == 4:
-        return samples.unsqueeze(2)
-    if dims == 2 and samples.ndim == 5:
-        fail(node, name, "must be an image latent [B, C, H, W] for this model (it has no time axis)",
-             f"shape {list(samples.shape)}")
-    return samples
+    return samples.unsqueeze(2) if dims == 3 and samples.ndim == 4 else samples
 
 
 def family_signature(base_model):
