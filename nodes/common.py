@@ -118,7 +118,7 @@ def make_guider(node, model, positive=None, negative=None, cfg=1.0, guider=None)
 # One mechanism for every node: each widget, latent, schedule and model is checked here before any model call,
 # and every state a node computes is checked for NaN/inf as it is produced (``check_finite_output``).
 
-MAX_LATENT = 1e4  # VAE latents are O(1–10); anything this large overflows float32 inside the model
+MAX_LATENT = 1e6  # VAE latents are O(1–10), states at σ_max up to a few σ_max (4096 for zero-SNR models); 1e30 overflows float32 inside the model
 
 
 def model_object(model, name):

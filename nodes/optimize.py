@@ -194,7 +194,7 @@ class FineTuneInversion(io.ComfyNode):
         generator = torch.Generator().manual_seed(seed)
         adapters = {}
         with torch.inference_mode(False):
-            for name, module in base.model.diffusion_model.named_modules():
+            for name, module in grad_patcher.model.diffusion_model.named_modules():  # the model differentiated
                 weight = getattr(module, "weight", None)
                 if name.endswith(ADAPTED) and hasattr(module, "weight_function") and weight is not None:
                     key = f"diffusion_model.{name}.weight"

@@ -41,13 +41,14 @@ def tiny(family):
     return MODELS[family]
 
 
-def x0_model(family):
+def x0_model(family, kind="X0"):
+    """The tiny model with an unsupported parameterisation: X0, IMG_TO_IMG or COSMOS_RFLOW."""
     import comfy.model_sampling as cms
 
-    class X0Sampling(cms.ModelSamplingDiscrete, cms.X0):
+    class Unsupported(cms.ModelSamplingDiscrete, getattr(cms, kind)):
         pass
     patched = tiny(family).clone()
-    patched.add_object_patch("model_sampling", X0Sampling(tiny(family).model.model_config))
+    patched.add_object_patch("model_sampling", Unsupported(tiny(family).model.model_config))
     return patched
 
 
@@ -403,15 +404,25 @@ def test_bdia_sampler_refuses_what_bdia_invert_refuses():
                          (torch.tensor([1.0, 0.5, -0.1]), r"BDIASampler: input 'sigmas' must be finite and non-neg")]:
         with pytest.raises(ValueError, match=message):
             call("BDIASampler", "flux", {"sigmas": sig})
-    with pytest.raises(ValueError, match=r"BDIASampler: input 'model' must be an ε-, v-prediction or rectified"):
-        call("BDIASampler", "sd15", {"model": x0_model("sd15")})
     with pytest.raises(ValueError, match=r"BDIASampler: input 'inversion' must be the 'inversion' output of BDIA"):
         call("BDIASampler", "sd15", {"inversion": "inversion"})
 
 
+@pytest.mark.parametrize("kind", ["X0", "IMG_TO_IMG", "COSMOS_RFLOW"])
+@pytest.mark.parametrize("name", ["FixedPointInvert", "FixedPointInversionSampler", "BDIAInvert", "BDIASampler"])
+def test_samplers_refuse_the_models_the_inversion_nodes_refuse(name, kind):
+    """x0-predicting, image-to-image and Cosmos models: the same error from each SAMPLER as from its inversion node,
+    before any model call."""
+    calls = []
+    model = x0_model("sd15", kind)
+    model.set_model_unet_function_wrapper(lambda f, a: calls.append(1) or f(a["input"], a["timestep"], **a["c"]))
+    with pytest.raises(ValueError, match=name + r": input 'model' must be an ε-, v-prediction or rectified-flow "
+                                                r"model, got a model sampling of type ModelSamplingDiscrete/" + kind):
+        call(name, "sd15", {"model": model})
+    assert calls == []
+
+
 def test_fixed_point_sampler_refuses_what_fixed_point_invert_refuses():
-    with pytest.raises(ValueError, match=r"FixedPointInversionSampler: input 'model' must be an ε-, v-prediction"):
-        call("FixedPointInversionSampler", "sd15", {"model": x0_model("sd15")})
     with pytest.raises(ValueError, match=r"FixedPointInversionSampler: input 'sigmas' must ascend \(connect "
                                          r"FlipSigmas"):
         call("FixedPointInversionSampler", "sd15", {"sigmas": hostlib.sigmas(tiny("sd15"), 2)})
@@ -447,3 +458,25 @@ def test_core_two_step_samplers_refuse_a_dividing_schedule():
     with pytest.raises(ValueError, match="sigmas must be finite, non-negative and strictly ascending"):
         invert_bdia(lambda v, s: v, x, [1.0, 0.5])
     assert math.isfinite(float(sample_bdia(lambda v, s: 0 * v, torch.ones(1, 2), [1.0, 0.5, 0.0]).sum()))
+
+
+# combinations the nodes refuse whatever the ranges: both weights 0, a weight for an unconnected target
+NOT_ALONE = {("PostInversionOptimize", "weight_1", "at min"), ("PostInversionOptimize", "weight_2", "at max"),
+             ("PostInversionOptimize", "weight_2", "just below max")}
+
+
+@pytest.mark.parametrize("name", [n.__name__ for n in NODES])
+def test_declared_range_is_what_the_node_accepts(name):
+    """Every number widget at its declared minimum and maximum (costly maxima: just above the minimum) runs on
+    SD1.5, whose σ_max (14.61) is above the σ widget's maximum: the frontend's range is the node's."""
+    refused = []
+    for key, cases in CASES[name].items():
+        for label, factory in cases:
+            kind = label.split(" (")[0]
+            if kind not in ("at min", "at max", "just above min") or (name, key, kind) in NOT_ALONE:
+                continue
+            try:
+                call(name, "sd15", {key: factory("sd15")})
+            except ValueError as e:
+                refused.append(f"{key} {label}: {e}")
+    assert not refused, "\n".join(refused)
