@@ -61,7 +61,7 @@ def test_loss_curve_has_axes_and_values():
 
 
 def test_convergence_chart_shows_residuals_tolerance_and_calls():
-    diagnostics = [{"step": i, "sigma": 0.1 * i, "model_calls": 2 + i % 3, "intra": 1e-3 * 0.5 ** i,
+    diagnostics = [{"step": i, "sigma": 0.1 * i, "model_calls": 2 + i % 3, "iterations": 2 + i % 3, "intra": 1e-3 * 0.5 ** i,
                     "inter": 1e-4 * 0.5 ** i} for i in range(10)]
     image = plot.convergence_chart(diagnostics, tolerance=1e-5, max_iterations=10)
     check_canvas(image, plot.CONVERGENCE_SIZE)
@@ -92,7 +92,7 @@ def test_fixed_point_invert_returns_convergence_picture_and_ui_text():
 def test_pictures_fall_back_without_pillow(monkeypatch, name):
     monkeypatch.setattr(plot, "Image", None)
     args = {"distance_map": (torch.rand(6, 6),), "loss_curve": ([1.0, 0.5, 0.25],),
-            "convergence_chart": ([{"step": 0, "sigma": 0.1, "model_calls": 2, "intra": 1e-3, "inter": 1e-4}],
+            "convergence_chart": ([{"step": 0, "sigma": 0.1, "model_calls": 2, "iterations": 2, "intra": 1e-3, "inter": 1e-4}],
                                   1e-5, 10)}[name]
     image = getattr(plot, name)(*args)
     assert image.ndim == 4 and image.shape[-1] == 3 and float(image.std()) > 0

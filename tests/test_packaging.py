@@ -11,12 +11,13 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 def registry_archive():
     """The files the registry's publisher archives: git-tracked files minus .comfyignore matches."""
-    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split("\0")
     patterns = [p.strip() for p in (ROOT / ".comfyignore").read_text().splitlines() if p.strip() and p[0] != "#"]
 
     def ignored(path):
         return any(path.startswith(p) if p.endswith("/") else fnmatch.fnmatch(path, p) for p in patterns)
-    return [f for f in tracked if not ignored(f)]
+    return [f for f in tracked if f and not ignored(f)]
 
 
 def test_registry_archive_ships_the_pack_only():
@@ -24,6 +25,7 @@ def test_registry_archive_ships_the_pack_only():
     assert "__init__.py" in files and "LICENSE" in files and "pyproject.toml" in files
     assert any(f.startswith("core/") for f in files) and any(f.startswith("nodes/") for f in files)
     assert any(f.startswith("workflows/") and f.endswith(".json") for f in files)
+    assert any(f.startswith("example_inputs/") and f.endswith(".png") for f in files)
     assert not [f for f in files if f.split("/")[0] in {"tests", "scripts", "docs", ".ci"}]
 
 
