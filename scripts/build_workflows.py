@@ -205,10 +205,15 @@ def encode_image(g, vae, name, title="photo"):
     return g.node("VAEEncode", title=f"VAE Encode {title} → LATENT", pixels=image[0], vae=vae)[0]
 
 
-def flux_guider(g, model, clip, text, title=None):
+def flux_prompt(g, clip, text, title=None):
+    """Flux conditioning: CLIPTextEncode → FluxGuidance 3.5."""
     cond = g.node("CLIPTextEncode", title=title, text=text, clip=clip)
-    guided = g.node("FluxGuidance", conditioning=cond[0], guidance=3.5)
-    return g.node("BasicGuider", model=model, conditioning=guided[0])[0], guided[0]
+    return g.node("FluxGuidance", conditioning=cond[0], guidance=3.5)[0]
+
+
+def flux_guider(g, model, clip, text, title=None):
+    """A GUIDER for Flux (BasicGuider over flux_prompt)."""
+    return g.node("BasicGuider", model=model, conditioning=flux_prompt(g, clip, text, title))[0]
 
 
 def decode_and_save(g, vae, latent, prefix, title="result"):
@@ -263,9 +268,9 @@ def fixed_point_flux(g):
         model, clip, vae = flux(g)
         latent = encode_image(g, vae, "photo.png")
     with g.stage("2 · Prompts"):
-        _, src = flux_guider(g, model, clip, "a photo of a house with a tree and a blue car, sunny day",
+        src = flux_prompt(g, clip, "a photo of a house with a tree and a blue car, sunny day",
                              "Source prompt (describes the photo)")
-        edit_guider, _ = flux_guider(g, model, clip, "a photo of a house with a tree and a blue car, snowy winter "
+        edit_guider = flux_guider(g, model, clip, "a photo of a house with a tree and a blue car, snowy winter "
                                                      "day", "Edited prompt")
     with g.stage("3 · Invert"):
         sigmas = g.node("BasicScheduler", model=model, scheduler="simple", steps=28, denoise=1.0)
@@ -327,8 +332,8 @@ def bdia_edit(g, family):
         latent = encode_image(g, vae, "portrait.png", "portrait")
     with g.stage("2 · Prompts"):
         if family == "Flux":
-            src_guider, _ = flux_guider(g, model, clip, "a portrait of a man with brown hair", "Source prompt")
-            edit_guider, _ = flux_guider(g, model, clip, "a portrait of a man with red hair", "Edited prompt")
+            src_guider = flux_guider(g, model, clip, "a portrait of a man with brown hair", "Source prompt")
+            edit_guider = flux_guider(g, model, clip, "a portrait of a man with red hair", "Edited prompt")
             steps = 28
         else:
             neg = g.node("CLIPTextEncode", title="Negative prompt", text="", clip=clip)
@@ -381,7 +386,7 @@ def group_inversion(g, note, a_name, b_name, schedule, prompt, titles):
         a = encode_image(g, vae, a_name, titles[0])
         b = encode_image(g, vae, b_name, titles[1])
     with g.stage("3 · Prompt"):
-        _, cond = flux_guider(g, model, clip, prompt, "Prompt describing the image")
+        cond = flux_prompt(g, clip, prompt, "Prompt describing the image")
     with g.stage("4 · Group inversion"):
         inv = g.node("InversionSuite_GroupInversion", model=model, positive=cond, image_a=a, image_b=b,
                      schedule=schedule, sigma=0.4, iterations=24, burn_in=4)
@@ -430,7 +435,7 @@ def visual_prompt(g):
         a = encode_image(g, vae, "photo.png", "image A: photo")
         b = encode_image(g, vae, "photo_with_pasted_edit.png", "image B: pasted edit")
     with g.stage("3 · Prompt"):
-        _, cond = flux_guider(g, model, clip, "a photo of a house, a tree, a blue car and a red hot-air balloon",
+        cond = flux_prompt(g, clip, "a photo of a house, a tree, a blue car and a red hot-air balloon",
                               "Prompt describing the edit")
     with g.stage("4 · Invert and pick a centre"):
         inv = g.node("InversionSuite_GroupInversion", model=model, positive=cond, image_a=a, image_b=b,
@@ -454,7 +459,7 @@ def enhance_chain(g):
         model, clip, vae = flux(g)
         photo = encode_image(g, vae, "portrait_degraded.png", "degraded photo")
     with g.stage("2 · Prompt"):
-        _, cond = flux_guider(g, model, clip, "a portrait photo of a man, high quality", "Prompt describing the image")
+        cond = flux_prompt(g, clip, "a portrait photo of a man, high quality", "Prompt describing the image")
     with g.stage("3 · Oscillation inversion"):
         inv = g.node("InversionSuite_OscillationInvert", model=model, positive=cond, latent=photo, sigma=0.4,
                      iterations=24, burn_in=4)

@@ -151,7 +151,16 @@ def test_checker_catches_what_the_frontend_would_meet(object_info):
         a, b = _node(w, "KSamplerSelect"), _node(w, "CFGGuider")
         a["pos"] = [b["pos"][0] + 20, b["pos"][1] + 20]
 
+    def dangling(w):
+        w["nodes"].append({**_node(w, "KSamplerSelect"), "id": 99, "pos": [-2000, -2000],
+                           "outputs": [{"name": "SAMPLER", "type": "SAMPLER", "links": []}]})
+
+    def outside_groups(w):
+        w["groups"] = w["groups"][1:]
+
     assert "unknown type NoSuchNode" in problems(unknown)
+    assert "node 99 KSamplerSelect: no output is connected" in problems(dangling)
+    assert "lies in 0 groups" in problems(outside_groups)
     assert "seed is set to randomize after every run" in problems(seed_randomises)
     assert "control of seed is 0.4" in problems(control_slot_missing, _workflow("12 "))
     assert "sampler_name='no_such_sampler' does not fit" in problems(bad_combo)
