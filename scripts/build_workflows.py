@@ -137,9 +137,10 @@ class Graph:
                 left = x + (column_w + COLUMN_GAP if column_bottom is not None else GROUP_PAD)
                 group_top = 0
             top = group_top + GROUP_TITLE + TITLE_HEIGHT
+            runs = split_evenly([n["size"][1] + TITLE_HEIGHT + ROW_GAP for n in members], max_column_h - top + ROW_GAP)
             nx, y, bottom = left, top, top
-            for node in members:
-                if y > top and y + node["size"][1] > max_column_h:
+            for i, node in enumerate(members):
+                if i in runs:
                     nx, y = nx + NODE_W + COLUMN_GAP // 2, top
                 node["pos"] = [nx, y]
                 y += node["size"][1] + TITLE_HEIGHT + ROW_GAP
@@ -150,6 +151,8 @@ class Graph:
                            "color": STAGE_COLOURS[index % len(STAGE_COLOURS)], "font_size": 24, "flags": {}})
             if group_top == 0:
                 x, column_w = left - GROUP_PAD, right - left + 2 * GROUP_PAD
+            else:  # stacked: the column is as wide as its widest stage
+                column_w = max(column_w, right + GROUP_PAD - x)
             column_bottom = bottom + GROUP_PAD if right - left == NODE_W else max_column_h  # wrapped: column full
         return groups
 
@@ -174,6 +177,23 @@ class Graph:
         return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
                 "links": self.links, "groups": groups, "config": {},
                 "extra": {"ds": {"scale": scale, "offset": offset}}, "version": 0.4}
+
+
+def split_evenly(heights, room):
+    """Indices where a stage taller than ``room`` starts a new column: the fewest columns, of similar heights,
+    each run of nodes kept in order (so Load Image and its VAE Encode stay together when they can)."""
+    total = sum(heights)
+    columns = 1
+    while True:
+        target, starts, used = total / columns, set(), 0.0
+        for i, h in enumerate(heights):
+            if used > 0 and (used + h / 2 > target or used + h > room):
+                starts.add(i)
+                used = 0.0
+            used += h
+        if len(starts) < columns or columns >= len(heights):
+            return starts
+        columns += 1
 
 
 class Ref(int):
