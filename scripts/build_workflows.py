@@ -579,6 +579,10 @@ def thumbnail(workflow, title, path, size=(640, 400)):
         fill = (200, 120, 40) if ours else (70, 74, 82)
         d.rectangle((*p(n["pos"][0], n["pos"][1] - TITLE_HEIGHT), *p(n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])),
                     fill=fill, outline=(20, 20, 20))
+    inputs = [n["widgets_values"][0] for n in nodes if n["type"] == "LoadImage"]
+    for i, name in enumerate(inputs[:2]):  # the example inputs it starts from, top right
+        tile = Image.open(ROOT / "example_inputs" / name).convert("RGB").resize((62, 62))
+        img.paste(tile, (size[0] - 15 - 68 * (len(inputs[:2]) - i), 8))
     heading, _, detail = title[3:].partition(" - ")
     d.text((15, 14), heading, fill=(255, 255, 255), font=font)
     d.text((15, 48), detail + "   (orange: Inversion Suite nodes)", fill=(200, 200, 200), font=small)
