@@ -70,7 +70,8 @@ class PostInversionOptimize(io.ComfyNode):
                         "Works on SD1.x/SDXL, SD3 and Flux.",
             inputs=conditioning_inputs(io) + [
                 state_input(),
-                io.Latent.Input("target_1", tooltip="Target image latent (e.g. a pasted or stroke-edited image): Load Image → VAE Encode → here."),
+                io.Latent.Input("target_1", tooltip="Target image latent (e.g. a pasted or stroke-edited image): "
+                                                    "Load Image → VAE Encode → here."),
                 io.Float.Input("weight_1", default=1.0, min=0.0, max=100.0, step=0.05, tooltip="Weight of target 1."),
                 io.Latent.Input("target_2", optional=True, tooltip="Optional second target latent."),
                 io.Float.Input("weight_2", default=0.0, min=0.0, max=100.0, step=0.05,
@@ -161,7 +162,8 @@ class FineTuneInversion(io.ComfyNode):
                         "through ComfyUI's weight wrappers. The loaded weights and the input MODEL are untouched.",
             inputs=conditioning_inputs(io) + [
                 state_input(),
-                io.Latent.Input("target", tooltip="The image latent the one-step prediction should match (Load Image → VAE Encode → here)."),
+                io.Latent.Input("target", tooltip="The image latent the one-step prediction should match "
+                                                  "(Load Image → VAE Encode → here)."),
                 io.Int.Input("steps", default=100, min=1, max=10000,
                              tooltip="Training steps (about 100). Cost: one forward and backward pass each (about "
                                      "3 model calls of time); 10000 takes hours on a full-size model."),

@@ -157,7 +157,8 @@ class OscillationInvert(io.ComfyNode):
                         "oscillate between clusters of clean images; every cluster centre is returned, decoded, "
                         "with the iterates' distance map so you can see the structure and pick.",
             inputs=conditioning_inputs(io) + [
-                io.Latent.Input("latent", tooltip="The image latent to invert (Load Image → VAE Encode → here; batches allowed)."),
+                io.Latent.Input("latent", tooltip="The image latent to invert (Load Image → VAE Encode → here; "
+                                                  "batches allowed)."),
             ] + oscillation_inputs(),
             outputs=OUTPUTS)
 
@@ -199,7 +200,8 @@ class GroupInversion(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         images = [io.Latent.Input(f"image_{c.lower()}", optional=c not in "AB",
-                                  tooltip=f"Target image {c} of the group as a LATENT: Load Image → VAE Encode → here.") for c in LETTERS]
+                                  tooltip=f"Target image {c} of the group as a LATENT: Load Image → VAE Encode → "
+                                          "here.") for c in LETTERS]
         return io.Schema(
             node_id="InversionSuite_GroupInversion", display_name="Group Inversion", category=CATEGORY,
             description="Group inversion (Oscillation Inversion, arXiv 2411.11135): the fixed-σ iteration cycles "

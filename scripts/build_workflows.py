@@ -137,9 +137,10 @@ class Graph:
                 left = x + (column_w + COLUMN_GAP if column_bottom is not None else GROUP_PAD)
                 group_top = 0
             top = group_top + GROUP_TITLE + TITLE_HEIGHT
+            runs = split_evenly([n["size"][1] + TITLE_HEIGHT + ROW_GAP for n in members], max_column_h - top + ROW_GAP)
             nx, y, bottom = left, top, top
-            for node in members:
-                if y > top and y + node["size"][1] > max_column_h:
+            for i, node in enumerate(members):
+                if i in runs:
                     nx, y = nx + NODE_W + COLUMN_GAP // 2, top
                 node["pos"] = [nx, y]
                 y += node["size"][1] + TITLE_HEIGHT + ROW_GAP
@@ -150,6 +151,8 @@ class Graph:
                            "color": STAGE_COLOURS[index % len(STAGE_COLOURS)], "font_size": 24, "flags": {}})
             if group_top == 0:
                 x, column_w = left - GROUP_PAD, right - left + 2 * GROUP_PAD
+            else:  # stacked: the column is as wide as its widest stage
+                column_w = max(column_w, right + GROUP_PAD - x)
             column_bottom = bottom + GROUP_PAD if right - left == NODE_W else max_column_h  # wrapped: column full
         return groups
 
@@ -174,6 +177,23 @@ class Graph:
         return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
                 "links": self.links, "groups": groups, "config": {},
                 "extra": {"ds": {"scale": scale, "offset": offset}}, "version": 0.4}
+
+
+def split_evenly(heights, room):
+    """Indices where a stage taller than ``room`` starts a new column: the fewest columns, of similar heights,
+    each run of nodes kept in order (so Load Image and its VAE Encode stay together when they can)."""
+    total = sum(heights)
+    columns = 1
+    while True:
+        target, starts, used = total / columns, set(), 0.0
+        for i, h in enumerate(heights):
+            if used > 0 and (used + h / 2 > target or used + h > room):
+                starts.add(i)
+                used = 0.0
+            used += h
+        if len(starts) < columns or columns >= len(heights):
+            return starts
+        columns += 1
 
 
 class Ref(int):
@@ -205,10 +225,15 @@ def encode_image(g, vae, name, title="photo"):
     return g.node("VAEEncode", title=f"VAE Encode {title} → LATENT", pixels=image[0], vae=vae)[0]
 
 
-def flux_guider(g, model, clip, text, title=None):
+def flux_prompt(g, clip, text, title=None):
+    """Flux conditioning: CLIPTextEncode → FluxGuidance 3.5."""
     cond = g.node("CLIPTextEncode", title=title, text=text, clip=clip)
-    guided = g.node("FluxGuidance", conditioning=cond[0], guidance=3.5)
-    return g.node("BasicGuider", model=model, conditioning=guided[0])[0], guided[0]
+    return g.node("FluxGuidance", conditioning=cond[0], guidance=3.5)[0]
+
+
+def flux_guider(g, model, clip, text, title=None):
+    """A GUIDER for Flux (BasicGuider over flux_prompt)."""
+    return g.node("BasicGuider", model=model, conditioning=flux_prompt(g, clip, text, title))[0]
 
 
 def decode_and_save(g, vae, latent, prefix, title="result"):
@@ -263,9 +288,9 @@ def fixed_point_flux(g):
         model, clip, vae = flux(g)
         latent = encode_image(g, vae, "photo.png")
     with g.stage("2 · Prompts"):
-        _, src = flux_guider(g, model, clip, "a photo of a house with a tree and a blue car, sunny day",
+        src = flux_prompt(g, clip, "a photo of a house with a tree and a blue car, sunny day",
                              "Source prompt (describes the photo)")
-        edit_guider, _ = flux_guider(g, model, clip, "a photo of a house with a tree and a blue car, snowy winter "
+        edit_guider = flux_guider(g, model, clip, "a photo of a house with a tree and a blue car, snowy winter "
                                                      "day", "Edited prompt")
     with g.stage("3 · Invert"):
         sigmas = g.node("BasicScheduler", model=model, scheduler="simple", steps=28, denoise=1.0)
@@ -327,8 +352,8 @@ def bdia_edit(g, family):
         latent = encode_image(g, vae, "portrait.png", "portrait")
     with g.stage("2 · Prompts"):
         if family == "Flux":
-            src_guider, _ = flux_guider(g, model, clip, "a portrait of a man with brown hair", "Source prompt")
-            edit_guider, _ = flux_guider(g, model, clip, "a portrait of a man with red hair", "Edited prompt")
+            src_guider = flux_guider(g, model, clip, "a portrait of a man with brown hair", "Source prompt")
+            edit_guider = flux_guider(g, model, clip, "a portrait of a man with red hair", "Edited prompt")
             steps = 28
         else:
             neg = g.node("CLIPTextEncode", title="Negative prompt", text="", clip=clip)
@@ -381,7 +406,7 @@ def group_inversion(g, note, a_name, b_name, schedule, prompt, titles):
         a = encode_image(g, vae, a_name, titles[0])
         b = encode_image(g, vae, b_name, titles[1])
     with g.stage("3 · Prompt"):
-        _, cond = flux_guider(g, model, clip, prompt, "Prompt describing the image")
+        cond = flux_prompt(g, clip, prompt, "Prompt describing the image")
     with g.stage("4 · Group inversion"):
         inv = g.node("InversionSuite_GroupInversion", model=model, positive=cond, image_a=a, image_b=b,
                      schedule=schedule, sigma=0.4, iterations=24, burn_in=4)
@@ -430,7 +455,7 @@ def visual_prompt(g):
         a = encode_image(g, vae, "photo.png", "image A: photo")
         b = encode_image(g, vae, "photo_with_pasted_edit.png", "image B: pasted edit")
     with g.stage("3 · Prompt"):
-        _, cond = flux_guider(g, model, clip, "a photo of a house, a tree, a blue car and a red hot-air balloon",
+        cond = flux_prompt(g, clip, "a photo of a house, a tree, a blue car and a red hot-air balloon",
                               "Prompt describing the edit")
     with g.stage("4 · Invert and pick a centre"):
         inv = g.node("InversionSuite_GroupInversion", model=model, positive=cond, image_a=a, image_b=b,
@@ -454,7 +479,7 @@ def enhance_chain(g):
         model, clip, vae = flux(g)
         photo = encode_image(g, vae, "portrait_degraded.png", "degraded photo")
     with g.stage("2 · Prompt"):
-        _, cond = flux_guider(g, model, clip, "a portrait photo of a man, high quality", "Prompt describing the image")
+        cond = flux_prompt(g, clip, "a portrait photo of a man, high quality", "Prompt describing the image")
     with g.stage("3 · Oscillation inversion"):
         inv = g.node("InversionSuite_OscillationInvert", model=model, positive=cond, latent=photo, sigma=0.4,
                      iterations=24, burn_in=4)
@@ -554,6 +579,10 @@ def thumbnail(workflow, title, path, size=(640, 400)):
         fill = (200, 120, 40) if ours else (70, 74, 82)
         d.rectangle((*p(n["pos"][0], n["pos"][1] - TITLE_HEIGHT), *p(n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])),
                     fill=fill, outline=(20, 20, 20))
+    inputs = [n["widgets_values"][0] for n in nodes if n["type"] == "LoadImage"]
+    for i, name in enumerate(inputs[:2]):  # the example inputs it starts from, top right
+        tile = Image.open(ROOT / "example_inputs" / name).convert("RGB").resize((62, 62))
+        img.paste(tile, (size[0] - 15 - 68 * (len(inputs[:2]) - i), 8))
     heading, _, detail = title[3:].partition(" - ")
     d.text((15, 14), heading, fill=(255, 255, 255), font=font)
     d.text((15, 48), detail + "   (orange: Inversion Suite nodes)", fill=(200, 200, 200), font=small)

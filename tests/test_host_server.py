@@ -151,7 +151,16 @@ def test_checker_catches_what_the_frontend_would_meet(object_info):
         a, b = _node(w, "KSamplerSelect"), _node(w, "CFGGuider")
         a["pos"] = [b["pos"][0] + 20, b["pos"][1] + 20]
 
+    def dangling(w):
+        w["nodes"].append({**_node(w, "KSamplerSelect"), "id": 99, "pos": [-2000, -2000],
+                           "outputs": [{"name": "SAMPLER", "type": "SAMPLER", "links": []}]})
+
+    def outside_groups(w):
+        w["groups"] = w["groups"][1:]
+
     assert "unknown type NoSuchNode" in problems(unknown)
+    assert "node 99 KSamplerSelect: no output is connected" in problems(dangling)
+    assert "lies in 0 groups" in problems(outside_groups)
     assert "seed is set to randomize after every run" in problems(seed_randomises)
     assert "control of seed is 0.4" in problems(control_slot_missing, _workflow("12 "))
     assert "sampler_name='no_such_sampler' does not fit" in problems(bad_combo)
@@ -202,3 +211,17 @@ def test_on_load_copies_the_example_inputs(monkeypatch, tmp_path):
     monkeypatch.setattr(folder_paths, "get_input_directory", lambda: str(tmp_path))
     asyncio.run(InversionSuiteExtension().on_load())
     assert {p.name for p in tmp_path.iterdir()} == provided_inputs()
+
+
+def test_every_loaded_image_is_in_the_servers_input_folder(server):
+    """The LoadImage files the workflows name load through the server (the tiny substitution skips LoadImage)."""
+    names = sorted({n["widgets_values"][0] for w in WORKFLOWS for n in json.loads(w.read_text())["nodes"]
+                    if n["type"] == "LoadImage"})
+    assert names and set(names) <= provided_inputs()
+    prompt = {}
+    for i, name in enumerate(names):
+        prompt[f"load{i}"] = {"class_type": "LoadImage", "inputs": {"image": name}}
+        prompt[f"show{i}"] = {"class_type": "PreviewImage", "inputs": {"images": [f"load{i}", 0]}}
+    status, result = server.run_prompt(prompt)
+    assert status == 200 and result["status"]["status_str"] == "success", result
+    assert all(len(result["outputs"][f"show{i}"]["images"]) == 1 for i in range(len(names)))

@@ -187,6 +187,8 @@ def check_workflow(workflow, object_info, provided=None):
         if n["type"] == "LoadImage" and values and values[0] not in provided:
             problems.append(f"node {n['id']} LoadImage: {values[0]!r} is not shipped in example_inputs/")
         problems += check_models(n, slots, values)
+        if not node_def.get("output_node") and not any(o.get("links") for o in n.get("outputs", [])):
+            problems.append(f"node {n['id']} {n['type']}: no output is connected, so it never runs")
         for name, kind, options, optional in input_specs(node_def):
             if not optional and not is_widget(kind, options) and name not in linked:
                 problems.append(f"node {n['id']} {n['type']}: required input {name} is not connected")
