@@ -8,6 +8,7 @@ from .oscillation import GroupInversion, OscillationInvert
 
 NODES = [FixedPointInvert, FixedPointInversionSampler, BDIASampler, BDIAInvert, OscillationInvert, GroupInversion,
          PostInversionOptimize, FineTuneInversion]
+from .attention import NODES as ATTENTION_NODES; NODES += ATTENTION_NODES  # noqa: E402,E702 (Attention Edit)
 
 
 class InversionSuiteExtension(ComfyExtension):
