@@ -153,7 +153,7 @@ def local_blend_mask(maps, positions, size, threshold=0.3):
 
     Args:
         maps: list of [B, H, N, T] maps (layers of any resolution N = h·w with h/w = size's aspect).
-        positions: token indices of the chosen words.
+        positions: token indices of the chosen words (None: every column of ``maps``).
         size: (h, w) of the latent.
         threshold: keep pixels where the normalised attention exceeds it.
     Returns: a [B, 1, h, w] float mask in {0, 1}: the words' attention averaged over heads, tokens and layers
@@ -165,7 +165,7 @@ def local_blend_mask(maps, positions, size, threshold=0.3):
         n = m.shape[2]
         scale = math.sqrt(h * w / n)
         lh, lw = max(1, round(h / scale)), max(1, round(w / scale))
-        a = m[..., positions].float().mean(dim=(1, 3)).reshape(m.shape[0], 1, lh, lw)
+        a = (m if positions is None else m[..., positions]).float().mean(dim=(1, 3)).reshape(m.shape[0], 1, lh, lw)
         a = torch.nn.functional.interpolate(a, size=(h, w), mode="nearest")
         acc = a if acc is None else acc + a
     acc = torch.nn.functional.max_pool2d(acc / len(maps), 3, stride=1, padding=1)

@@ -152,10 +152,15 @@ class AttentionRecord:
 class InjectPlan:
     """What the Inject node's MODEL does with a record (immutable once made)."""
 
-    def __init__(self, source, layers, self_fraction, cross_fraction, mode, alignment, scales, keys):
+    def __init__(self, source, layers, self_fraction, cross_fraction, mode, alignment, scales, keys, blend=None):
         self.source, self.layers, self.mode, self.alignment, self.scales = source, layers, mode, alignment, scales
         self.fractions = {"self": self_fraction, "v": self_fraction, "k": self_fraction if keys else 0.0,
                           "cross": cross_fraction}
+        self.blend = blend  # None or (source token positions, edit token positions, threshold)
+        self.scratch, self.masks = {}, []  # per run: the edit's word maps of the current step; the masks used
+
+    def begin(self):
+        self.scratch, self.masks = {}, []
 
     def __deepcopy__(self, memo):
         return self
@@ -192,6 +197,11 @@ class CallState:
         b = batch // self.chunks
         return slice(self.chunk * b, (self.chunk + 1) * b)
 
+    def blends(self, layer):
+        plan = self.config.inject
+        return (plan is not None and plan.blend is not None and self.step is not None and self.chunk is not None
+                and layer in plan.layers)
+
     def injects(self, what, layer):
         plan = self.config.inject
         return (plan is not None and self.step is not None and self.chunk is not None and layer in plan.layers
@@ -215,7 +225,8 @@ def unet_hook(what, layer, previous):
     def hook(q, k, v, extra):
         state = CallState(extra)
         inject, record = state.injects(what, layer), state.records(what, layer)
-        if not (inject or record):
+        blend = what == "cross" and state.blends(layer)
+        if not (inject or record or blend):
             return plain(q, k, v, extra)
         rows = state.rows(q.shape[0])
         if what == "self":
@@ -242,6 +253,13 @@ def unet_hook(what, layer, previous):
                                       plan.alignment.to(edit.device), scales)
         if record:
             state.config.record.put(("cross", layer, state.step), probs[rows].to(q.dtype))
+        if blend:
+            plan = state.config.inject
+            words = plan.scratch.setdefault(state.step, [])
+            words.append(("edit", probs[rows][..., plan.blend[1]]))
+            source = plan.source.data.get(("cross", layer, state.step))
+            if source is not None and source.shape[:3] == probs[rows].shape[:3]:
+                words.append(("source", source[..., plan.blend[0]].to(probs)))
         return A.attend(probs, v, heads)
     hook.inversion_suite_hook = True
     return hook
@@ -313,6 +331,41 @@ def dit_override(previous):
     return override
 
 
+# ---------------------------------------------------------------- sampler-level: source prediction, local blend
+LATENT_KEY = ("latent", 0)
+
+
+def post_cfg(args):
+    """Records the source's denoised prediction at every step; in an edit with local blend returns
+    ``D_src + m ⊙ (D_edit − D_src)`` (P2P local blend; with the linear samplers of the pack this keeps every
+    pixel outside the mask on the source's trajectory)."""
+    denoised = args["denoised"]
+    options = args["model_options"].get("transformer_options", {})
+    config, schedule = options.get(CONFIG), options.get("sample_sigmas")
+    if config is None or schedule is None:
+        return denoised
+    sigma = float(args["sigma"].flatten()[0])
+    step = A.step_index(sigma, [float(s) for s in schedule])
+    if step is None:
+        return denoised
+    plan = config.inject
+    if plan is not None and plan.blend is not None:
+        maps = plan.scratch.pop(step, [])
+        masks = [A.local_blend_mask([m for who, m in maps if who == side], None, tuple(denoised.shape[-2:]),
+                                    plan.blend[2]) for side in ("source", "edit") if any(w == side for w, _ in maps)]
+        if masks:
+            mask = torch.stack(masks).amax(0)
+            plan.masks.append(mask)
+            source = plan.source.fetch(("denoised", LATENT_KEY, step), sigma, denoised)
+            denoised = A.blend(source, denoised, mask)
+    if config.record is not None:
+        config.record.put(("denoised", LATENT_KEY, step), denoised)
+    return denoised
+
+
+post_cfg.inversion_suite_hook = True
+
+
 # ---------------------------------------------------------------- sampling-level wrappers
 def outer_sample(executor, noise, latent_image, sampler, sigmas, *args, **kwargs):
     """Start of a sampling run: check an injection against its record, clear a record being filled."""
@@ -336,6 +389,7 @@ def outer_sample(executor, noise, latent_image, sampler, sigmas, *args, **kwargs
                      f"{n} steps from σ={max(float(s) for s in sigmas):.4g} vs {m} from "
                      f"σ={max(source.schedule):.4g}")
             source.evaluations["inject"] = 0
+            plan.begin()
         if record is not None:
             record.begin(sigmas, noise.shape)
     return executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
@@ -374,6 +428,8 @@ def install(patcher, config, arch, layers):
             previous = replace.get("dit", {}).get((f"{kind}_block", i))
             if not getattr(previous, "inversion_suite_hook", False):
                 m.set_model_patch_replace(dit_stamp(kind, i, previous), "dit", f"{kind}_block", i)
+    if not any(getattr(fn, "inversion_suite_hook", False) for fn in m.model_options.get("sampler_post_cfg_function", [])):
+        m.set_model_sampler_post_cfg_function(post_cfg)
     wrappers = comfy.patcher_extension.WrappersMP
     for kind, fn in ((wrappers.OUTER_SAMPLE, outer_sample), (wrappers.APPLY_MODEL, apply_model)):
         m.remove_wrappers_with_key(kind, WRAPPER)
@@ -487,7 +543,7 @@ class AttentionEditRecord(io.ComfyNode):
                                   else (record.self_attention + record.keys))
         plan = (f"{node}: {' and '.join(what)} of {len(chosen)} layers "
                 f"({', '.join(layer_name(layer) for layer in sorted(chosen))}), first {steps:.0%} of the steps; "
-                f"at most {per_step} tensors per step (positive rows only), storage {storage}. Recording adds no "
+                f"at most {per_step} tensors per step (positive rows only) and the source's denoised latent, storage {storage}. Recording adds no "
                 f"model call to the run that records.")
         return io.NodeOutput(patched, record, plan)
 
@@ -528,6 +584,12 @@ class AttentionEditInject(io.ComfyNode):
                 io.String.Input("reweight", default="",
                                 tooltip="Optional 'word:scale, word:scale' on edit_text's words: scales their "
                                         "cross-attention columns in injected steps (needs clip)."),
+                io.String.Input("blend_words", default="",
+                                tooltip="Optional local blend (UNets): comma-separated words of source_text and/or "
+                                        "edit_text; only where their cross-attention is strong does the edit change "
+                                        "the image, elsewhere it stays the source (needs clip)."),
+                io.Float.Input("blend_threshold", default=0.3, min=0.0, max=1.0, step=0.05,
+                               tooltip="Local blend: pixels whose normalised word attention exceeds this are edited."),
             ],
             outputs=[
                 io.Model.Output(display_name="edit_model", tooltip="Regenerate the inversion with this."),
@@ -536,7 +598,7 @@ class AttentionEditInject(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, record, blocks, self_steps, cross_steps, cross_mode, inject_keys, clip=None,
-                source_text="", edit_text="", reweight="") -> io.NodeOutput:
+                source_text="", edit_text="", reweight="", blend_words="", blend_threshold=0.3) -> io.NodeOutput:
         node = INJECT
         if not isinstance(record, AttentionRecord):
             fail(node, "record", "must come from Attention Edit: Record")
@@ -578,14 +640,34 @@ class AttentionEditInject(io.ComfyNode):
                     alignment = A.token_alignment(src, edit)
                 if reweight.strip():
                     scales = parse_reweight(node, clip, reweight, edit)
+        check_range(node, "blend_threshold", blend_threshold, 0.0, 1.0)
+        blend = None
+        if blend_words.strip():
+            if arch != "unet" or not record.cross:
+                fail(node, "blend_words", "needs a UNet record with cross-attention maps (local blend is P2P's, "
+                                          "SD1.x/SDXL)")
+            if clip is None or not texts:
+                fail(node, "clip", "is required, with source_text and edit_text, for a local blend")
+            src, edit = token_ids(clip, source_text), token_ids(clip, edit_text)
+            positions = ([], [])
+            for word in (w.strip() for w in blend_words.split(",")):
+                if word:
+                    found = A.find_tokens(src, word_ids(clip, word)), A.find_tokens(edit, word_ids(clip, word))
+                    if not (found[0] or found[1]):
+                        fail(node, "blend_words", f"names '{word}', which is in neither source_text nor edit_text")
+                    positions[0].extend(found[0])
+                    positions[1].extend(found[1])
+            blend = (positions[0], positions[1], blend_threshold)
         plan = InjectPlan(record, chosen, self_steps, cross_steps if arch == "unet" else 0.0, cross_mode, alignment,
-                          scales, inject_keys)
+                          scales, inject_keys, blend)
         previous = existing_config(model)
         patched = install(model, EditConfig(previous.record if previous else None, plan), arch, chosen)
         what = (f"self-attention maps for the first {self_steps:.0%} of steps, cross-attention ({cross_mode}"
                 f"{', reweighted' if scales is not None else ''}) for the first {cross_steps:.0%}"
                 if arch == "unet" else
                 f"image {'values and keys' if inject_keys else 'values'} for the first {self_steps:.0%} of steps")
+        if blend is not None:
+            what += f"; local blend on '{blend_words.strip()}' (threshold {blend_threshold})"
         text = (f"{node}: {what}, in {len(chosen)} layers; one model evaluation per image per step (the source "
                 f"branch was recorded, not recomputed).")
         return io.NodeOutput(patched, text)
