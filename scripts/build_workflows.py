@@ -232,6 +232,54 @@ def enhance_chain(g):
     save(g, vae, opt[0], "enhanced")
 
 
+def attention_edit_sd15(g):
+    g.note("**Prompt-to-Prompt word swap on a photo (SD1.5/SDXL).** Attention Edit: Record gives the MODEL that "
+           "BDIA Invert inverts with: it records the source's cross-attention maps and self-attention on the way, "
+           "at no extra model call. Attention Edit: Inject gives the MODEL that regenerates with the edited prompt: "
+           "its first 80% of steps use the source's word maps (word swap: the prompts must have the same number of "
+           "tokens; connect a CLIP to check it, or use refine), its first 40% the source's self-attention.")
+    model, clip, vae = sd15(g)
+    latent = encode_image(g, vae)
+    src_text, edit_text = "a photo of a cat sitting on a sofa", "a photo of a dog sitting on a sofa"
+    neg = g.node("CLIPTextEncode", title="negative", text="", clip=clip)
+    src = g.node("CLIPTextEncode", title="source prompt", text=src_text, clip=clip)
+    edit = g.node("CLIPTextEncode", title="edited prompt", text=edit_text, clip=clip)
+    rec = g.node("InversionSuite_AttentionEditRecord", model=model, blocks="auto", steps=0.8)
+    src_guider = g.node("CFGGuider", model=rec[0], positive=src[0], negative=neg[0], cfg=3.0)
+    sigmas = g.node("BasicScheduler", model=model, scheduler="simple", steps=50, denoise=1.0)
+    inv = g.node("InversionSuite_BDIAInvert", model=rec[0], guider=src_guider[0], latent=latent, sigmas=sigmas[0],
+                 method="bdia", gamma=0.96)
+    edit_model = g.node("InversionSuite_AttentionEditInject", model=model, record=rec[1], self_steps=0.4,
+                        cross_steps=0.8, cross_mode="word swap", source_text=src_text, edit_text=edit_text)
+    edit_guider = g.node("CFGGuider", model=edit_model[0], positive=edit[0], negative=neg[0], cfg=3.0)
+    sampler = g.node("InversionSuite_BDIASampler", method="bdia", gamma=0.96, inversion=inv[1])
+    out = g.node("SamplerCustomAdvanced", noise=inv[0], guider=edit_guider[0], sampler=sampler[0], sigmas=sigmas[0],
+                 latent_image=latent)
+    g.node("PreviewAny", source=g.node("InversionSuite_AttentionEditReport", record=rec[1], latent=out[0])[0])
+    save(g, vae, out[0], "attention_edit_sd15")
+
+
+def attention_edit_flux(g):
+    g.note("**RF-Edit value injection on a photo (Flux).** Attention Edit: Record on the single blocks records the "
+           "image tokens' attention values while BDIA Invert inverts the photo (no extra model call); Attention "
+           "Edit: Inject regenerates with the edited prompt using the source's values for the first 25% of steps. "
+           "Raise self_steps to keep more of the photo; record keys too and switch inject_keys on for KV-Edit.")
+    model, clip, vae = flux(g)
+    latent = encode_image(g, vae)
+    rec = g.node("InversionSuite_AttentionEditRecord", model=model, blocks="auto", steps=0.25)
+    src_guider, _ = flux_guider(g, rec[0], clip, "a photo of a woman with brown hair", "source prompt")
+    sigmas = g.node("BasicScheduler", model=model, scheduler="simple", steps=28, denoise=1.0)
+    inv = g.node("InversionSuite_BDIAInvert", model=rec[0], guider=src_guider, latent=latent, sigmas=sigmas[0],
+                 method="bdia", gamma=0.96)
+    edit_model = g.node("InversionSuite_AttentionEditInject", model=model, record=rec[1], self_steps=0.25)
+    edit_guider, _ = flux_guider(g, edit_model[0], clip, "a photo of a woman with red hair", "edited prompt")
+    sampler = g.node("InversionSuite_BDIASampler", method="bdia", gamma=0.96, inversion=inv[1])
+    out = g.node("SamplerCustomAdvanced", noise=inv[0], guider=edit_guider, sampler=sampler[0], sigmas=sigmas[0],
+                 latent_image=latent)
+    g.node("PreviewAny", source=g.node("InversionSuite_AttentionEditReport", record=rec[1], latent=out[0])[0])
+    save(g, vae, out[0], "attention_edit_flux")
+
+
 WORKFLOWS = {
     "post_inversion_visual_prompt_flux": visual_prompt,
     "oscillation_enhance_optimize_flux": enhance_chain,
@@ -240,6 +288,8 @@ WORKFLOWS = {
     "bdia_edit_sd15": lambda g: bdia_edit(g, "SD1.5"),
     "bdia_edit_flux": lambda g: bdia_edit(g, "Flux"),
     "bdia_text_to_image_sd15": bdia_text_to_image,
+    "attention_edit_word_swap_sd15": attention_edit_sd15,
+    "attention_edit_values_flux": attention_edit_flux,
     "oscillation_enhance_flux": lambda g: oscillation(
         g, "**Oscillation enhancement (Flux).** Image A is the degraded photo, image B a lightly enhanced "
         "copy (e.g. sharpened); schedule A,A,B. Every cluster centre is decoded: pick the cleanest from the batch "
