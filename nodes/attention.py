@@ -171,9 +171,18 @@ class EditConfig:
 
     def __init__(self, record=None, inject=None):
         self.record, self.inject = record, inject
+        self.batch = None  # images in the current run's latent (set when it starts)
+        self._position = (None, None, None)
 
     def __deepcopy__(self, memo):
         return self
+
+    def position(self, sigmas, schedule):
+        """(σ, schedule values, step) of a model call, converted once per call rather than once per layer."""
+        if self._position[0] is not sigmas or self._position[1] is not schedule:
+            sigma, values = float(sigmas.flatten()[0]), [float(s) for s in schedule]
+            self._position = (sigmas, schedule, (sigma, values, A.step_index(sigma, values)))
+        return self._position[2]
 
 
 class CallState:
@@ -185,17 +194,18 @@ class CallState:
         self.step = None
         if self.config is None or sigmas is None or schedule is None:
             return
-        self.sigma = float(sigmas.flatten()[0])
-        values = [float(s) for s in schedule]
+        self.sigma, values, self.step = self.config.position(sigmas, schedule)
         self.steps = len(values) - 1
-        self.step = A.step_index(self.sigma, values)
         chunks = list(options.get("cond_or_uncond", [0]))
         self.chunk = chunks.index(0) if 0 in chunks else None
         self.chunks = len(chunks)
 
     def rows(self, batch):
+        """The positive chunk's rows; of a call that batches more than the run's images (the fixed-point
+        inversion's second, perturbed path) only the first ``config.batch`` rows, the main path."""
         b = batch // self.chunks
-        return slice(self.chunk * b, (self.chunk + 1) * b)
+        n = min(b, self.config.batch or b)
+        return slice(self.chunk * b, self.chunk * b + n)
 
     def blends(self, layer):
         plan = self.config.inject
@@ -344,8 +354,7 @@ def post_cfg(args):
     config, schedule = options.get(CONFIG), options.get("sample_sigmas")
     if config is None or schedule is None:
         return denoised
-    sigma = float(args["sigma"].flatten()[0])
-    step = A.step_index(sigma, [float(s) for s in schedule])
+    sigma, _, step = config.position(args["sigma"], schedule)
     if step is None:
         return denoised
     plan = config.inject
@@ -358,8 +367,8 @@ def post_cfg(args):
             plan.masks.append(mask)
             source = plan.source.fetch(("denoised", LATENT_KEY, step), sigma, denoised)
             denoised = A.blend(source, denoised, mask)
-    if config.record is not None:
-        config.record.put(("denoised", LATENT_KEY, step), denoised)
+    if config.record is not None:  # the run's images (not the fixed-point inversion's second path)
+        config.record.put(("denoised", LATENT_KEY, step), denoised[:config.batch or denoised.shape[0]])
     return denoised
 
 
@@ -372,6 +381,7 @@ def outer_sample(executor, noise, latent_image, sampler, sigmas, *args, **kwargs
     guider = executor.class_obj
     config = guider.model_options.get("transformer_options", {}).get(CONFIG)
     if config is not None:
+        config.batch = noise.shape[0]
         plan, record = config.inject, config.record
         if plan is not None:
             source = plan.source

@@ -355,3 +355,40 @@ def test_local_blend_keeps_the_source_outside_the_words_region():
     print(f"sd15 local blend: {float(outside.float().mean()):.0%} of the latent kept; largest change there "
           f"{kept:.1e}, inside {changed:.1e}")
     assert 0.05 < float(outside.float().mean()) < 0.95 and kept <= 1e-5 and changed > 1e-3
+
+
+@pytest.mark.parametrize("fam", ["sd15", "sd3"])
+def test_fixed_point_inversion_as_the_source(fam):
+    """Fixed-Point Invert (inter-path: two paths per call, the main one is recorded) then stock euler: the same
+    prompt with full injection regenerates as the plain euler run does, to the inversion's convergence."""
+    from inversion_suite.nodes.fixed_point import FixedPointInvert
+    model = hostlib.tiny_model(fam)
+    latent = hostlib.image_latent(fam, batch=2, size=8)
+    sigmas = hostlib.sigmas(model, STEPS)
+    record_model, store, _ = record(model)
+    with torch.inference_mode():
+        _, noise, _ = FixedPointInvert.execute(model=record_model, latent=latent, sigmas=sigmas, max_iterations=20,
+                                               tolerance=1e-7, criterion="inter-path", anderson_window=3,
+                                               perturbation=0.5, seed=0, guider=guider(record_model, fam)).args
+        plain = hostlib.stock_sample(noise, guider(model, fam), hostlib.euler(), sigmas, hostlib.empty_like(latent))
+        edit_model, _ = inject(model, store, 1.0)
+        same = hostlib.stock_sample(noise, guider(edit_model, fam), hostlib.euler(), sigmas, hostlib.empty_like(latent))
+    assert all(t.shape[0] == 2 for t in store.data.values())
+    print(f"{fam}: fixed-point source, same prompt with full injection vs plain euler {rel(same, plain):.1e}; "
+          f"round trip {rel(plain, latent['samples']):.1e}")
+    assert rel(same, plain) <= 1e-4
+
+
+def test_cancel_stops_the_edit_within_one_model_call():
+    import comfy.model_management as mm
+    model = hostlib.tiny_model("flux")
+    latent = hostlib.image_latent("flux", batch=1, size=8)
+    sigmas = hostlib.sigmas(model, STEPS)
+    record_model, store, _ = record(model)
+    noise, inversion, _, _ = invert(record_model, "flux", latent, sigmas)
+    patched, calls = hostlib.counting(model, interrupt_at=3)
+    edit_model, _ = inject(patched, store, 1.0)
+    with pytest.raises(mm.InterruptProcessingException):
+        regenerate(edit_model, "flux", noise, inversion, sigmas, latent, edited=True)
+    mm.interrupt_current_processing(False)
+    assert len(calls) == 3
