@@ -229,8 +229,8 @@ def unet_hook(what, layer, previous):
     def plain(q, k, v, extra):
         if previous is not None:
             return previous(q, k, v, extra)
-        return comfy_attention.optimized_attention(q, k, v, extra["n_heads"], attn_precision=extra.get("attn_precision"),
-                                                   transformer_options=extra)
+        return comfy_attention.optimized_attention(q, k, v, extra["n_heads"],
+                                                   attn_precision=extra.get("attn_precision"), transformer_options=extra)
 
     def hook(q, k, v, extra):
         state = CallState(extra)
@@ -434,11 +434,12 @@ def install(patcher, config, arch, layers):
         previous = options.get("optimized_attention_override")
         if not getattr(previous, "inversion_suite_hook", False):
             options["optimized_attention_override"] = dit_override(previous)
-        for kind, i in sorted(layers):
-            previous = replace.get("dit", {}).get((f"{kind}_block", i))
+        for kind, i in architecture("", patcher)[1]:  # every block: single blocks learn the text length from
+            previous = replace.get("dit", {}).get((f"{kind}_block", i))  # the double blocks' stamps
             if not getattr(previous, "inversion_suite_hook", False):
                 m.set_model_patch_replace(dit_stamp(kind, i, previous), "dit", f"{kind}_block", i)
-    if not any(getattr(fn, "inversion_suite_hook", False) for fn in m.model_options.get("sampler_post_cfg_function", [])):
+    post = m.model_options.get("sampler_post_cfg_function", [])
+    if not any(getattr(fn, "inversion_suite_hook", False) for fn in post):
         m.set_model_sampler_post_cfg_function(post_cfg)
     wrappers = comfy.patcher_extension.WrappersMP
     for kind, fn in ((wrappers.OUTER_SAMPLE, outer_sample), (wrappers.APPLY_MODEL, apply_model)):
@@ -553,7 +554,8 @@ class AttentionEditRecord(io.ComfyNode):
                                   else (record.self_attention + record.keys))
         plan = (f"{node}: {' and '.join(what)} of {len(chosen)} layers "
                 f"({', '.join(layer_name(layer) for layer in sorted(chosen))}), first {steps:.0%} of the steps; "
-                f"at most {per_step} tensors per step (positive rows only) and the source's denoised latent, storage {storage}. Recording adds no "
+                f"at most {per_step} tensors per step (positive rows only) and the source's denoised latent, "
+                f"storage {storage}. Recording adds no "
                 f"model call to the run that records.")
         return io.NodeOutput(patched, record, plan)
 
@@ -694,7 +696,8 @@ class AttentionEditReport(io.ComfyNode):
                         "runs after the edit.",
             inputs=[
                 AttentionRecordType.Input("record", tooltip="From Attention Edit: Record."),
-                io.Latent.Input("latent", optional=True, tooltip="The edited LATENT (orders this node after the edit)."),
+                io.Latent.Input("latent", optional=True,
+                                tooltip="The edited LATENT (orders this node after the edit)."),
             ],
             outputs=[io.String.Output(display_name="report")])
 

@@ -196,6 +196,8 @@ def test_cfg_and_memory_bound(family, model):
     assert {key[2] for key in attention} == {1, 2}  # steps 0..2 of 6; BDIA never evaluates step 0
     assert {key[1][0] for key in attention} == {blocks.split(".")[0]}
     assert all(t.shape[0] == 1 for t in attention.values()) and store.devices() == ["cpu"]
+    if family != "sd15":  # the image tokens only: (8/2)² patches, text rows excluded even in single blocks
+        assert all(t.shape[2 if family == "flux" else 1] == 16 for t in attention.values())
     plain = regenerate(model, family, noise, inversion, sigmas, latent, cfg=3.0)
     edit_model, _ = inject(model, store, 0.5)
     same = regenerate(edit_model, family, noise, inversion, sigmas, latent, cfg=3.0)
