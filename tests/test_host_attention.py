@@ -394,3 +394,34 @@ def test_cancel_stops_the_edit_within_one_model_call():
         regenerate(edit_model, "flux", noise, inversion, sigmas, latent, edited=True)
     mm.interrupt_current_processing(False)
     assert len(calls) == 3
+
+
+def test_unet_with_two_transformer_blocks_per_layer():
+    """SDXL-style layers (several transformer blocks per spatial transformer) are hooked one by one."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models as sm
+    config = dict(hostlib.UNET_CONFIGS["sd15"], transformer_depth=[2, 2], transformer_depth_output=[2, 2, 2, 2],
+                  transformer_depth_middle=2)
+    base = sm.SD15(config)
+    base.set_inference_dtype(torch.float32, None)
+    net = base.get_model({})
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    model = comfy.model_patcher.ModelPatcher(net, load_device=mm.get_torch_device(),
+                                             offload_device=mm.unet_offload_device())
+    latent = hostlib.image_latent("sd15", batch=1, size=8)
+    sigmas = hostlib.sigmas(model, 4)
+    record_model, store, plan = record(model)
+    assert "of 14 layers" in plan and "output.2.1" in plan
+    noise, inversion, _, _ = invert(record_model, "sd15", latent, sigmas)
+    assert {key[1] for key in store.data if key[0] == "cross"} >= {("output", 2, 0), ("output", 2, 1)}
+    plain = regenerate(model, "sd15", noise, inversion, sigmas, latent)
+    edit_model, _ = inject(model, store, 1.0)
+    assert rel(regenerate(edit_model, "sd15", noise, inversion, sigmas, latent), plain) <= 1e-5
+    with pytest.raises(ValueError, match=r"AttentionEditInject: input 'blocks' must be recorded layers, got "
+                                         r"input.1, input.1.1"):
+        _, partial, _ = record(model, blocks="output")
+        inject(model, partial, blocks="input.1")
