@@ -36,7 +36,7 @@ TEXT_LENGTH = "inversion_suite_text_tokens"
 WRAPPER = "inversion_suite_attention_edit"
 RECORD, INJECT, REPORT = "AttentionEditRecord", "AttentionEditInject", "AttentionEditReport"
 STORAGE = ["auto", "offload device", "compute device"]
-AUTO_OFFLOAD_BYTES = 16 * 2 ** 20
+AUTO_DEVICE_BYTES = 512 * 2 ** 20  # 'auto' keeps this much on the compute device, the rest on the offload device
 MODES = ["word swap", "refine"]
 AttentionRecordType = io.Custom("ATTENTION_RECORD")
 
@@ -109,7 +109,7 @@ class AttentionRecord:
         self.arch, self.layers, self.fraction, self.storage = arch, layers, fraction, storage
         self.cross, self.self_attention, self.keys = cross and arch == "unet", self_attention, keys and arch == "dit"
         self.offload_device = patcher.offload_device
-        self.data, self.schedule, self.shape = {}, None, None
+        self.data, self.schedule, self.shape, self.on_device = {}, None, None, 0
         self.evaluations = {"record": 0, "inject": 0}
 
     def __deepcopy__(self, memo):
@@ -117,6 +117,7 @@ class AttentionRecord:
 
     def begin(self, sigmas, shape):
         self.data.clear()
+        self.on_device = 0
         self.schedule, self.shape = [float(s) for s in sigmas], tuple(shape)
         self.evaluations["record"] = 0
 
@@ -126,9 +127,17 @@ class AttentionRecord:
 
     def put(self, key, tensor):
         t = tensor.detach()
+        size = t.numel() * t.element_size()
+        old = self.data.pop(key, None)
+        if old is not None and old.device == t.device:
+            self.on_device -= old.numel() * old.element_size()
         offload = self.storage == "offload device" or (self.storage == "auto" and
-                                                       t.numel() * t.element_size() > AUTO_OFFLOAD_BYTES)
-        self.data[key] = t.to(self.offload_device, copy=True) if offload else t.clone()
+                                                       self.on_device + size > AUTO_DEVICE_BYTES)
+        if offload and t.device != torch.device(self.offload_device):
+            self.data[key] = t.to(self.offload_device, copy=True)
+        else:
+            self.data[key] = t.clone()
+            self.on_device += size
 
     def fetch(self, key, sigma, like):
         t = self.data.get(key)
@@ -512,7 +521,7 @@ class AttentionEditRecord(io.ComfyNode):
                                         "separated. UNet groups input/middle/output (e.g. 'output.3-8'); Flux "
                                         "double/single (e.g. 'single.20-37'), SD3 double. auto = all UNet layers, "
                                         "Flux single blocks, SD3 all blocks."),
-                io.Float.Input("steps", default=1.0, min=0.0, max=1.0, step=0.05,
+                io.Float.Input("steps", default=0.8, min=0.0, max=1.0, step=0.05,
                                tooltip="Fraction of the sampling steps, from the first (highest σ), to record. "
                                        "Memory grows with it; inject fractions cannot exceed it."),
                 io.Boolean.Input("cross_attention", default=True,
@@ -522,8 +531,8 @@ class AttentionEditRecord(io.ComfyNode):
                                          "tokens' values (RF-Edit)."),
                 io.Boolean.Input("keys", default=False, tooltip="DiTs: also record image-token keys (KV-Edit)."),
                 io.Combo.Input("storage", options=STORAGE, default="auto",
-                               tooltip="Where recorded tensors live: auto = tensors above 16 MB on the offload "
-                                       "device (CPU), smaller ones on the compute device."),
+                               tooltip="Where recorded tensors live: auto = the first 512 MiB on the compute "
+                                       "device, the rest on the offload device (CPU)."),
             ],
             outputs=[
                 io.Model.Output(display_name="record_model", tooltip="Sample (invert) with this to record."),

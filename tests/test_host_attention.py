@@ -425,3 +425,15 @@ def test_unet_with_two_transformer_blocks_per_layer():
                                          r"input.1, input.1.1"):
         _, partial, _ = record(model, blocks="output")
         inject(model, partial, blocks="input.1")
+
+
+def test_auto_storage_moves_what_exceeds_the_budget_to_the_offload_device(monkeypatch):
+    import inversion_suite.nodes.attention as nodes_attention
+    _, store, _ = record(hostlib.tiny_model("sd3"), storage="auto")
+    store.offload_device = "meta"  # stands in for the CPU next to a GPU
+    monkeypatch.setattr(nodes_attention, "AUTO_DEVICE_BYTES", 3 * 4 * 1000)
+    for step in range(5):
+        store.put(("v", ("double", 0), step), torch.ones(1000))
+    store.put(("v", ("double", 0), 1), torch.ones(1000))  # overwritten: the last call at a σ wins
+    assert [store.data[("v", ("double", 0), s)].device.type for s in range(5)] == ["cpu"] * 3 + ["meta"] * 2
+    assert store.on_device == 3 * 4 * 1000 and store.devices() == ["cpu", "meta"]
