@@ -148,7 +148,8 @@ class AttentionRecord:
         if tuple(t.shape) != tuple(like.shape):
             fail(INJECT, "record", f"holds {key[0]} attention of shape {list(t.shape)} for layer "
                                    f"{layer_name(key[1])}", f"the edit needs {list(like.shape)} (source and edit "
-                                                            f"latents must have the same shape)")
+                                                            f"need the same latent shape and, for cross-attention "
+                                                            f"maps, the same number of text tokens)")
         return t.to(device=like.device, dtype=like.dtype)
 
     def nbytes(self):
