@@ -9,6 +9,7 @@ from .fixed_point import invert_fixed_point
 from .bdia import sample_bdia, invert_bdia, sample_obelm, invert_obelm
 from .oscillation import oscillation_iterates, detect_period, cluster_centres, pairwise_distances
 from .optimize import post_inversion_optimize
+from . import attention  # noqa: F401  (attention control for editing: core.attention.*)
 
 __all__ = [
     "euler_step", "sample_euler", "rel_rms",

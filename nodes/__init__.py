@@ -4,13 +4,14 @@ import pathlib
 import shutil
 
 from .api import ComfyExtension
+from .attention import AttentionEditInject, AttentionEditRecord, AttentionEditReport
 from .bdia import BDIAInvert, BDIASampler
 from .fixed_point import FixedPointInversionSampler, FixedPointInvert
 from .optimize import FineTuneInversion, PostInversionOptimize
 from .oscillation import GroupInversion, OscillationInvert
 
 NODES = [FixedPointInvert, FixedPointInversionSampler, BDIASampler, BDIAInvert, OscillationInvert, GroupInversion,
-         PostInversionOptimize, FineTuneInversion]
+         PostInversionOptimize, FineTuneInversion, AttentionEditRecord, AttentionEditInject, AttentionEditReport]
 
 
 EXAMPLE_INPUTS = pathlib.Path(__file__).resolve().parents[1] / "example_inputs"

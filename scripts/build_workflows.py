@@ -528,6 +528,71 @@ def fine_tune_sd35(g):
         decode_and_save(g, vae, out[0], "inversion_suite/fine_tuned")
 
 
+def attention_edit_sd15(g):
+    g.note("""
+        ## Attention Edit: Prompt-to-Prompt word swap on a photo (SD1.5/SDXL)
+        1. **Record**: Attention Edit: Record gives the MODEL that BDIA Invert inverts with; it records the source's
+           cross-attention maps and self-attention on the way, at no extra model call.
+        2. **Inject**: Attention Edit: Inject gives the MODEL that regenerates with the edited prompt: its first 80 %
+           of steps use the source's word maps (word swap: both prompts must have the same number of tokens; connect
+           a CLIP to check it, or use refine), its first 40 % the source's self-attention.
+        3. The report shows what was stored and the model evaluations of both runs.""")
+    with g.stage("1 · Load model and photo"):
+        model, clip, vae = sd15(g)
+        latent = encode_image(g, vae, "photo.png", "photo")
+    with g.stage("2 · Prompts"):
+        src_text, edit_text = "a photo of a house with a tree and a red car", "a photo of a house with a tree and a blue car"
+        neg = g.node("CLIPTextEncode", title="Negative prompt", text="", clip=clip)
+        src = g.node("CLIPTextEncode", title="Source prompt", text=src_text, clip=clip)
+        edit = g.node("CLIPTextEncode", title="Edited prompt", text=edit_text, clip=clip)
+    with g.stage("3 · Record while inverting exactly"):
+        rec = g.node("InversionSuite_AttentionEditRecord", model=model, blocks="auto", steps=0.8)
+        src_guider = g.node("CFGGuider", model=rec[0], positive=src[0], negative=neg[0], cfg=3.0)
+        sigmas = g.node("BasicScheduler", model=model, scheduler="simple", steps=50, denoise=1.0)
+        inv = g.node("InversionSuite_BDIAInvert", model=rec[0], guider=src_guider[0], latent=latent,
+                     sigmas=sigmas[0], method="bdia", gamma=0.96)
+    with g.stage("4 · Regenerate with the edit, injecting the source's attention"):
+        edit_model = g.node("InversionSuite_AttentionEditInject", model=model, record=rec[1], self_steps=0.4,
+                            cross_steps=0.8, cross_mode="word swap", source_text=src_text, edit_text=edit_text)
+        edit_guider = g.node("CFGGuider", model=edit_model[0], positive=edit[0], negative=neg[0], cfg=3.0)
+        sampler = g.node("InversionSuite_BDIASampler", method="bdia", gamma=0.96, inversion=inv[1])
+        out = g.node("SamplerCustomAdvanced", noise=inv[0], guider=edit_guider[0], sampler=sampler[0],
+                     sigmas=sigmas[0], latent_image=latent)
+        g.node("PreviewAny", title="Attention report",
+               source=g.node("InversionSuite_AttentionEditReport", record=rec[1], latent=out[0])[0])
+    with g.stage("5 · Decode and save"):
+        decode_and_save(g, vae, out[0], "inversion_suite/attention_edit_sd15")
+
+
+def attention_edit_flux(g):
+    g.note("""
+        ## Attention Edit: RF-Edit value injection on a photo (Flux)
+        1. **Record**: Attention Edit: Record on the single blocks records the image tokens' attention values while
+           BDIA Invert inverts the photo (no extra model call).
+        2. **Inject**: Attention Edit: Inject regenerates with the edited prompt using the source's values for the
+           first 25 % of steps. Raise self_steps to keep more of the photo; record keys too and switch inject_keys
+           on for KV-Edit.""")
+    with g.stage("1 · Load models and photo"):
+        model, clip, vae = flux(g)
+        latent = encode_image(g, vae, "portrait.png", "portrait")
+    with g.stage("2 · Record while inverting exactly"):
+        rec = g.node("InversionSuite_AttentionEditRecord", model=model, blocks="auto", steps=0.25)
+        src_guider = flux_guider(g, rec[0], clip, "a portrait of a man with brown hair", "Source prompt")
+        sigmas = g.node("BasicScheduler", model=model, scheduler="simple", steps=28, denoise=1.0)
+        inv = g.node("InversionSuite_BDIAInvert", model=rec[0], guider=src_guider, latent=latent, sigmas=sigmas[0],
+                     method="bdia", gamma=0.96)
+    with g.stage("3 · Regenerate with the edit, injecting the source's values"):
+        edit_model = g.node("InversionSuite_AttentionEditInject", model=model, record=rec[1], self_steps=0.25)
+        edit_guider = flux_guider(g, edit_model[0], clip, "a portrait of a man with red hair", "Edited prompt")
+        sampler = g.node("InversionSuite_BDIASampler", method="bdia", gamma=0.96, inversion=inv[1])
+        out = g.node("SamplerCustomAdvanced", noise=inv[0], guider=edit_guider, sampler=sampler[0], sigmas=sigmas[0],
+                     latent_image=latent)
+        g.node("PreviewAny", title="Attention report",
+               source=g.node("InversionSuite_AttentionEditReport", record=rec[1], latent=out[0])[0])
+    with g.stage("4 · Decode and save"):
+        decode_and_save(g, vae, out[0], "inversion_suite/attention_edit_flux")
+
+
 # File name = the title the template browser shows; the number sets the order.
 WORKFLOWS = {
     "01 Fixed-Point Invert - photo edit (SD1.5)": fixed_point_sd15,
@@ -542,6 +607,8 @@ WORKFLOWS = {
     "10 Oscillation Invert - enhance and optimise (Flux)": enhance_chain,
     "11 Post-Inversion Optimize - visual-prompt edit (Flux)": visual_prompt,
     "12 Fine-Tune Inversion - reconstruct a photo (SD3.5)": fine_tune_sd35,
+    "13 Attention Edit - word swap keeping the photo (SD1.5)": attention_edit_sd15,
+    "14 Attention Edit - value injection keeping the photo (Flux)": attention_edit_flux,
 }
 
 

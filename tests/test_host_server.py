@@ -17,7 +17,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
 NODE_IDS = ["InversionSuite_FixedPointInvert", "InversionSuite_FixedPointInversionSampler",
             "InversionSuite_BDIASampler", "InversionSuite_BDIAInvert", "InversionSuite_OscillationInvert",
-            "InversionSuite_GroupInversion", "InversionSuite_PostInversionOptimize", "InversionSuite_FineTuneInversion"]
+            "InversionSuite_GroupInversion", "InversionSuite_PostInversionOptimize", "InversionSuite_FineTuneInversion",
+            "InversionSuite_AttentionEditRecord", "InversionSuite_AttentionEditInject",
+            "InversionSuite_AttentionEditReport"]
 
 
 @pytest.fixture(scope="module")

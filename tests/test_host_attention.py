@@ -1,0 +1,439 @@
+"""Host tier: Attention Edit (Record → Inject) on tiny SD1.5 / SD3 / Flux, through BDIA Invert and BDIA Sampler
+driven by stock SamplerCustomAdvanced and CFGGuider."""
+import pytest
+import torch
+
+import hostlib
+from hostlib import rel
+
+hostlib.require_comfyui()
+
+from inversion_suite.nodes.attention import (AttentionEditInject, AttentionEditRecord,  # noqa: E402
+                                             AttentionEditReport)
+from inversion_suite.nodes.bdia import BDIAInvert, BDIASampler  # noqa: E402
+
+STEPS = 6
+FRACTIONS = [0.0, 0.25, 0.5, 0.75, 1.0]
+
+
+def record(model, **options):
+    settings = dict(blocks="all", steps=1.0, cross_attention=True, self_attention=True, keys=True, storage="auto")
+    settings.update(options)
+    with torch.inference_mode():
+        return AttentionEditRecord.execute(model=model, **settings).args
+
+
+def inject(model, store, fraction=1.0, **options):
+    settings = dict(blocks="all", self_steps=fraction, cross_steps=fraction, cross_mode="word swap",
+                    inject_keys=store.keys)
+    settings.update(options)
+    with torch.inference_mode():
+        return AttentionEditInject.execute(model=model, record=store, **settings).args
+
+
+def context(family, edited=False, tokens=8):
+    """A prompt as a tiny model sees it: ``tokens`` text embeddings; the edit swaps token 3 (a word swap)."""
+    cond = hostlib.tiny_cond(family)
+    text = torch.randn(1, tokens, 32, generator=torch.Generator().manual_seed(5))
+    if edited:
+        text[:, 3] = torch.randn(1, 32, generator=torch.Generator().manual_seed(6))
+    cond[0][0] = text
+    return cond
+
+
+def guider(model, family, edited=False, cfg=1.0):
+    import comfy.samplers
+    g = comfy.samplers.CFGGuider(model)
+    if cfg == 1.0:
+        g.inner_set_conds({"positive": context(family, edited)})
+    else:
+        g.set_conds(context(family, edited), hostlib.tiny_cond(family, seed=100))
+    g.set_cfg(cfg)
+    return g
+
+
+def invert(model, family, latent, sigmas, cfg=1.0):
+    with torch.inference_mode():
+        return BDIAInvert.execute(model=model, latent=latent, sigmas=sigmas, method="bdia", gamma=0.96,
+                                  guider=guider(model, family, cfg=cfg)).args
+
+
+def regenerate(model, family, noise, inversion, sigmas, latent, edited=False, cfg=1.0):
+    with torch.inference_mode():
+        sampler = BDIASampler.execute(method="bdia", gamma=0.96, inversion=inversion).args[0]
+        return hostlib.stock_sample(noise, guider(model, family, edited, cfg), sampler, sigmas,
+                                    hostlib.empty_like(latent))
+
+
+def sharp_model(family):
+    """A tiny model whose attention is not nearly uniform (norm gains 1, larger q/k), so maps carry layout."""
+    model = hostlib.tiny_model(family, scale=0.1)
+    with torch.no_grad():
+        for name, p in model.model.diffusion_model.named_parameters():
+            if ("query_norm" in name or "key_norm" in name) and p.ndim == 1:
+                p.fill_(2.0)
+            elif "norm" in name and name.endswith((".weight", ".scale")) and p.ndim == 1:
+                p.fill_(1.0)
+            elif "norm" in name and name.endswith(".bias") and p.ndim == 1:
+                p.zero_()
+            elif name.endswith(("to_q.weight", "to_k.weight")):
+                p.mul_(2.0)
+            elif name.endswith("attn.qkv.weight") and "joint_blocks" in name:
+                p[: 2 * p.shape[1]].mul_(2.0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def source(family, model):
+    """Record during the exact inversion; plain regeneration of it with the unpatched model."""
+    latent = hostlib.image_latent(family, batch=2, size=8)
+    sigmas = hostlib.sigmas(model, STEPS)
+    record_model, store, _ = record(model)
+    noise, inversion, _, _ = invert(record_model, family, latent, sigmas)
+    plain = regenerate(model, family, noise, inversion, sigmas, latent)
+    return dict(latent=latent, sigmas=sigmas, store=store, noise=noise, inversion=inversion, plain=plain)
+
+
+def test_same_prompt_equals_plain_regeneration(family, model, source):
+    s = source
+    assert rel(s["plain"], s["latent"]["samples"]) <= 1e-5  # the inversion is exact
+    edit_model, plan = inject(model, s["store"], 1.0)
+    out = regenerate(edit_model, family, s["noise"], s["inversion"], s["sigmas"], s["latent"])
+    err = rel(out, s["plain"])
+    print(f"{family}: full injection, same prompt vs plain regeneration {err:.2e}")
+    assert err <= 1e-5
+
+
+def test_full_injection_makes_attention_equal_the_source(family, model, source):
+    """Record the edited pass too (Record applied on top of Inject): its injected layers equal the source's."""
+    s = source
+    edit_model, _ = inject(model, s["store"], 1.0)
+    probe_model, probe, _ = record(edit_model)
+    out = regenerate(probe_model, family, s["noise"], s["inversion"], s["sigmas"], s["latent"], edited=True)
+    assert rel(out, s["plain"]) > 1e-4  # the edit changed the image
+    src = {key: t for key, t in s["store"].data.items() if key[0] != "denoised"}
+    kinds = {"sd15": {"cross", "self"}, "sd3": {"v", "k"}, "flux": {"v", "k"}}[family]
+    assert {key[0] for key in src} == kinds and set(probe.data) == set(s["store"].data)
+    worst = max(float((probe.data[key].float() - src[key].float()).abs().max()) for key in src)
+    print(f"{family}: {len(src)} recorded tensors, largest difference edited vs source {worst:.1e}")
+    assert worst == 0.0
+    unpatched_probe_model, unpatched, _ = record(model)
+    regenerate(unpatched_probe_model, family, s["noise"], s["inversion"], s["sigmas"], s["latent"], edited=True)
+    assert max(float((unpatched.data[key].float() - src[key].float()).abs().max()) for key in src) > 1e-6
+
+
+def test_structure_preservation_grows_with_injection(family):
+    model = sharp_model(family)
+    latent = hostlib.image_latent(family, batch=1, size=8)
+    sigmas = hostlib.sigmas(model, STEPS)
+    record_model, store, _ = record(model)
+    noise, inversion, _, _ = invert(record_model, family, latent, sigmas)
+    source = regenerate(model, family, noise, inversion, sigmas, latent)
+    curve = []
+    for f in FRACTIONS:
+        edit_model, _ = inject(model, store, f)
+        curve.append(rel(regenerate(edit_model, family, noise, inversion, sigmas, latent, edited=True), source))
+    print(f"{family}: distance edited vs source at injected fractions {FRACTIONS}: "
+          + " ".join(f"{d:.4f}" for d in curve))
+    assert curve[-1] < 0.95 * curve[0]
+    assert max(curve) <= 1.01 * curve[0]
+
+
+def test_input_model_unchanged(family):
+    model = hostlib.tiny_model(family)
+    latent = hostlib.image_latent(family, batch=1, size=8)
+    sigmas = hostlib.sigmas(model, 4)
+    options_before = repr(model.model_options)
+
+    def stock():
+        with torch.inference_mode():
+            return hostlib.stock_sample(hostlib.disable_noise(), hostlib.guider(model, family), hostlib.euler(),
+                                        sigmas, latent)
+    before = stock()
+    record_model, store, _ = record(model)
+    noise, inversion, _, _ = invert(record_model, family, latent, sigmas)
+    edit_model, _ = inject(model, store, 1.0)
+    regenerate(edit_model, family, noise, inversion, sigmas, latent, edited=True)
+    assert torch.equal(stock(), before)
+    assert repr(model.model_options) == options_before
+
+
+def test_model_evaluations_per_edit(family):
+    """Recording rides on the inversion's own calls: N for the inversion, N − 1 for the BDIA edit; a source branch
+    recomputed (two runs, or a doubled batch) would cost N − 1 more evaluations per image."""
+    model, calls = hostlib.counting(hostlib.tiny_model(family))
+    latent = hostlib.image_latent(family, batch=2, size=8)
+    sigmas = hostlib.sigmas(model, STEPS)
+    record_model, store, _ = record(model)
+    noise, inversion, _, _ = invert(record_model, family, latent, sigmas)
+    assert len(calls) == STEPS and store.evaluations["record"] == 2 * STEPS
+    calls.clear()
+    edit_model, _ = inject(model, store, 1.0)
+    out = regenerate(edit_model, family, noise, inversion, sigmas, latent, edited=True)
+    assert len(calls) == STEPS - 1 and sum(calls) == 2 * (STEPS - 1) and store.evaluations["inject"] == 2 * (STEPS - 1)
+    with torch.inference_mode():
+        text = AttentionEditReport.execute(record=store, latent={"samples": out}).args[0]
+    print(text)
+    assert f"recording run {2 * STEPS} model evaluations" in text and f"edit {2 * (STEPS - 1)} model" in text
+    # The alternative source branch: record during a plain regeneration with the source prompt instead.
+    again_model, again, _ = record(model)
+    calls.clear()
+    regenerate(again_model, family, noise, inversion, sigmas, latent)
+    assert len(calls) == STEPS - 1
+    worst = max(rel(again.data[key], store.data[key]) for key in store.data if key in again.data)
+    print(f"{family}: attention recorded during inversion vs during a source regeneration: {worst:.1e}")
+    assert set(again.data) == set(store.data) and worst <= 1e-5
+
+
+def test_cfg_and_memory_bound(family, model):
+    """CFG 3: only the positive rows are recorded and injected; steps/blocks bound what is stored."""
+    latent = hostlib.image_latent(family, batch=1, size=8)
+    sigmas = hostlib.sigmas(model, STEPS)
+    blocks = {"sd15": "output", "sd3": "double.1", "flux": "single"}[family]
+    record_model, store, plan = record(model, steps=0.5, blocks=blocks, storage="offload device")
+    noise, inversion, _, _ = invert(record_model, family, latent, sigmas, cfg=3.0)
+    attention = {key: t for key, t in store.data.items() if key[0] != "denoised"}
+    assert {key[2] for key in attention} == {1, 2}  # steps 0..2 of 6; BDIA never evaluates step 0
+    assert {key[1][0] for key in attention} == {blocks.split(".")[0]}
+    assert all(t.shape[0] == 1 for t in attention.values()) and store.devices() == ["cpu"]
+    if family != "sd15":  # the image tokens only: (8/2)² patches, text rows excluded even in single blocks
+        assert all(t.shape[2 if family == "flux" else 1] == 16 for t in attention.values())
+    plain = regenerate(model, family, noise, inversion, sigmas, latent, cfg=3.0)
+    edit_model, _ = inject(model, store, 0.5)
+    same = regenerate(edit_model, family, noise, inversion, sigmas, latent, cfg=3.0)
+    assert rel(same, plain) <= 1e-5 and rel(plain, latent["samples"]) <= 1e-5
+    with pytest.raises(ValueError, match=r"AttentionEditInject: input 'self_steps' must not exceed the recorded"):
+        inject(model, store, 0.75)
+
+
+def test_dit_override_chains_with_an_existing_one():
+    """A foreign optimized_attention_override stays in the chain and sees every call, injected ones included."""
+    model = hostlib.tiny_model("flux")
+    seen = []
+
+    def foreign(func, *args, **kwargs):
+        seen.append(args[2].shape)
+        return func(*args, **kwargs)
+    base = model.clone()
+    base.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = foreign
+    latent = hostlib.image_latent("flux", batch=1, size=8)
+    sigmas = hostlib.sigmas(model, 4)
+    record_model, store, _ = record(base)
+    noise, inversion, _, _ = invert(record_model, "flux", latent, sigmas)
+    assert len(seen) == 2 * 4 and store.data
+    seen.clear()
+    edit_model, _ = inject(base, store, 1.0)
+    out = regenerate(edit_model, "flux", noise, inversion, sigmas, latent)
+    assert len(seen) == 2 * 3
+    assert rel(out, regenerate(base, "flux", noise, inversion, sigmas, latent)) <= 1e-6
+
+
+class Tokenizer:
+    """ComfyUI's own SD1 CLIP tokenizer behind the CLIP.tokenize interface (no text encoder weights needed)."""
+
+    def __init__(self):
+        import comfy.sd1_clip
+        self.tokenizer = comfy.sd1_clip.SD1Tokenizer()
+
+    def tokenize(self, text):
+        return self.tokenizer.tokenize_with_weights(text)
+
+
+def prompt_cond(clip, text, table):
+    """A 77-token context from a fixed random embedding table (a stand-in text encoder)."""
+    from inversion_suite.nodes.attention import token_ids
+    ids = torch.tensor(token_ids(clip, text))
+    return [[table[ids % table.shape[0]][None], {}]]
+
+
+def test_prompt_to_prompt_refine_and_reweight_with_real_tokens():
+    import comfy.samplers
+    clip = Tokenizer()
+    table = torch.randn(1000, 32, generator=torch.Generator().manual_seed(3))
+    model = hostlib.tiny_model("sd15")
+    latent = hostlib.image_latent("sd15", batch=1, size=8)
+    sigmas = hostlib.sigmas(model, 4)
+    src_text, edit_text = "a photo of a cat", "a photo of a fluffy cat"
+
+    def g(m, text):
+        gd = comfy.samplers.CFGGuider(m)
+        gd.inner_set_conds({"positive": prompt_cond(clip, text, table)})
+        gd.set_cfg(1.0)
+        return gd
+    record_model, store, _ = record(model)
+    with torch.inference_mode():
+        noise, inversion, _, _ = BDIAInvert.execute(model=record_model, latent=latent, sigmas=sigmas, method="bdia",
+                                                    gamma=0.96, guider=g(record_model, src_text)).args
+        sampler = BDIASampler.execute(method="bdia", gamma=0.96, inversion=inversion).args[0]
+    with pytest.raises(ValueError, match=r"AttentionEditInject: input 'edit_text' must have as many tokens as "
+                                         r"source_text for a word swap"):
+        inject(model, store, clip=clip, source_text=src_text, edit_text=edit_text)
+    with pytest.raises(ValueError, match=r"AttentionEditInject: input 'clip' is required, with source_text and "
+                                         r"edit_text, for refine"):
+        inject(model, store, cross_mode="refine")
+    with pytest.raises(ValueError, match=r"AttentionEditInject: input 'reweight' names 'dog'"):
+        inject(model, store, clip=clip, source_text=src_text, edit_text=edit_text, cross_mode="refine",
+               reweight="dog:2")
+    edit_model, plan = inject(model, store, 1.0, self_steps=0.0, clip=clip, source_text=src_text,
+                              edit_text=edit_text, cross_mode="refine", reweight="fluffy:2")
+    probe_model, probe, _ = record(edit_model)
+    with torch.inference_mode():
+        hostlib.stock_sample(noise, g(probe_model, edit_text), sampler, sigmas, hostlib.empty_like(latent))
+    # tokens: <start> a photo of a [fluffy] cat <end> …: edit token j ≥ 6 aligns to source token j − 1
+    for key, src in store.data.items():
+        if key[0] != "cross":
+            continue
+        got = probe.data[key]
+        assert torch.equal(got[..., :5], src[..., :5]) and torch.equal(got[..., 6:], src[..., 5:-1])
+        assert not torch.equal(got[..., 5], src[..., 5])  # 'fluffy' keeps its own map, doubled
+    assert "reweighted" in plan
+
+
+def test_bad_input_is_a_clear_error():
+    model = hostlib.tiny_model("sd15")
+    latent = hostlib.image_latent("sd15", batch=2, size=8)
+    sigmas = hostlib.sigmas(model, STEPS)
+    with pytest.raises(ValueError, match=r"AttentionEditRecord: input 'steps' must be in \[0.0, 1.0\]"):
+        record(model, steps=1.5)
+    with pytest.raises(ValueError, match=r"AttentionEditRecord: input 'blocks' must list layers"):
+        record(model, blocks="decoder")
+    record_model, store, _ = record(model)
+    with pytest.raises(ValueError, match=r"AttentionEditInject: input 'self_steps' must be in \[0.0, 1.0\]"):
+        inject(model, store, self_steps=-0.1)
+    with pytest.raises(ValueError, match=r"AttentionEditInject: input 'cross_steps' must be in \[0.0, 1.0\]"):
+        inject(model, store, cross_steps=1.2)
+    edit_model, _ = inject(model, store, 1.0)
+    with pytest.raises(ValueError, match=r"AttentionEditInject: input 'record' is empty"):
+        regenerate(edit_model, "sd15", hostlib.disable_noise(), None, sigmas, latent)
+    noise, inversion, _, _ = invert(record_model, "sd15", latent, sigmas)
+    with pytest.raises(ValueError, match=r"AttentionEditInject: input 'record' must be used with the sigmas it was "
+                                         r"recorded on"):
+        regenerate(edit_model, "sd15", noise, None, hostlib.sigmas(model, STEPS + 2), latent)
+    one = hostlib.image_latent("sd15", batch=1, size=8)
+    with pytest.raises(ValueError, match=r"AttentionEditInject: input 'record' was recorded on latents of shape "
+                                         r"\[2, 4, 8, 8\]"):
+        regenerate(edit_model, "sd15", hostlib.disable_noise(), None, sigmas, one)
+    with pytest.raises(ValueError, match=r"AttentionEditInject: input 'model' must be the model the record was "
+                                         r"made from"):
+        inject(hostlib.tiny_model("sd15", seed=1), store)
+    with pytest.raises(ValueError, match=r"AttentionEditInject: input 'record' holds no \w+ attention for layer "
+                                         r"\S+ at step 0"):
+        with torch.inference_mode():  # a stock euler regeneration evaluates step 0, which BDIA never does
+            hostlib.stock_sample(noise, guider(edit_model, "sd15"), hostlib.euler(), sigmas, hostlib.empty_like(latent))
+
+
+def test_local_blend_keeps_the_source_outside_the_words_region():
+    import comfy.samplers
+    from inversion_suite.nodes.attention import CONFIG
+    clip = Tokenizer()
+    table = torch.randn(1000, 32, generator=torch.Generator().manual_seed(3))
+    model = sharp_model("sd15")
+    latent = hostlib.image_latent("sd15", batch=1, size=16)
+    sigmas = hostlib.sigmas(model, 4)
+    src_text, edit_text = "a photo of a cat on grass", "a photo of a dog on grass"
+
+    def g(m, text):
+        gd = comfy.samplers.CFGGuider(m)
+        gd.inner_set_conds({"positive": prompt_cond(clip, text, table)})
+        gd.set_cfg(1.0)
+        return gd
+    record_model, store, _ = record(model)
+    with torch.inference_mode():
+        noise, inversion, _, _ = BDIAInvert.execute(model=record_model, latent=latent, sigmas=sigmas, method="bdia",
+                                                    gamma=0.96, guider=g(record_model, src_text)).args
+        sampler = BDIASampler.execute(method="bdia", gamma=0.96, inversion=inversion).args[0]
+        source = hostlib.stock_sample(noise, g(model, src_text), sampler, sigmas, hostlib.empty_like(latent))
+    with pytest.raises(ValueError, match=r"AttentionEditInject: input 'blend_words' names 'horse'"):
+        inject(model, store, clip=clip, source_text=src_text, edit_text=edit_text, blend_words="horse")
+    edit_model, plan = inject(model, store, 0.5, clip=clip, source_text=src_text, edit_text=edit_text,
+                              blend_words="cat, dog", blend_threshold=0.8)
+    with torch.inference_mode():
+        out = hostlib.stock_sample(noise, g(edit_model, edit_text), sampler, sigmas, hostlib.empty_like(latent))
+    masks = edit_model.model_options["transformer_options"][CONFIG].inject.masks
+    assert len(masks) == 3 and "local blend on 'cat, dog'" in plan
+    outside = torch.stack(masks).amax(0).eq(0).expand_as(out)
+    kept = float((out - source)[outside].abs().max()) / float(source.abs().max())
+    changed = float((out - source)[~outside].abs().max()) / float(source.abs().max())
+    print(f"sd15 local blend: {float(outside.float().mean()):.0%} of the latent kept; largest change there "
+          f"{kept:.1e}, inside {changed:.1e}")
+    assert 0.05 < float(outside.float().mean()) < 0.95 and kept <= 1e-5 and changed > 1e-3
+
+
+@pytest.mark.parametrize("fam", ["sd15", "sd3"])
+def test_fixed_point_inversion_as_the_source(fam):
+    """Fixed-Point Invert (inter-path: two paths per call, the main one is recorded) then stock euler: the same
+    prompt with full injection regenerates as the plain euler run does, to the inversion's convergence."""
+    from inversion_suite.nodes.fixed_point import FixedPointInvert
+    model = hostlib.tiny_model(fam)
+    latent = hostlib.image_latent(fam, batch=2, size=8)
+    sigmas = hostlib.sigmas(model, STEPS)
+    record_model, store, _ = record(model)
+    with torch.inference_mode():
+        _, noise, _ = FixedPointInvert.execute(model=record_model, latent=latent, sigmas=sigmas, max_iterations=20,
+                                               tolerance=1e-7, criterion="inter-path", anderson_window=3,
+                                               perturbation=0.5, seed=0, guider=guider(record_model, fam)).args
+        plain = hostlib.stock_sample(noise, guider(model, fam), hostlib.euler(), sigmas, hostlib.empty_like(latent))
+        edit_model, _ = inject(model, store, 1.0)
+        same = hostlib.stock_sample(noise, guider(edit_model, fam), hostlib.euler(), sigmas, hostlib.empty_like(latent))
+    assert all(t.shape[0] == 2 for t in store.data.values())
+    print(f"{fam}: fixed-point source, same prompt with full injection vs plain euler {rel(same, plain):.1e}; "
+          f"round trip {rel(plain, latent['samples']):.1e}")
+    assert rel(same, plain) <= 1e-4
+
+
+def test_cancel_stops_the_edit_within_one_model_call():
+    import comfy.model_management as mm
+    model = hostlib.tiny_model("flux")
+    latent = hostlib.image_latent("flux", batch=1, size=8)
+    sigmas = hostlib.sigmas(model, STEPS)
+    record_model, store, _ = record(model)
+    noise, inversion, _, _ = invert(record_model, "flux", latent, sigmas)
+    patched, calls = hostlib.counting(model, interrupt_at=3)
+    edit_model, _ = inject(patched, store, 1.0)
+    with pytest.raises(mm.InterruptProcessingException):
+        regenerate(edit_model, "flux", noise, inversion, sigmas, latent, edited=True)
+    mm.interrupt_current_processing(False)
+    assert len(calls) == 3
+
+
+def test_unet_with_two_transformer_blocks_per_layer():
+    """SDXL-style layers (several transformer blocks per spatial transformer) are hooked one by one."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models as sm
+    config = dict(hostlib.UNET_CONFIGS["sd15"], transformer_depth=[2, 2], transformer_depth_output=[2, 2, 2, 2],
+                  transformer_depth_middle=2)
+    base = sm.SD15(config)
+    base.set_inference_dtype(torch.float32, None)
+    net = base.get_model({})
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    model = comfy.model_patcher.ModelPatcher(net, load_device=mm.get_torch_device(),
+                                             offload_device=mm.unet_offload_device())
+    latent = hostlib.image_latent("sd15", batch=1, size=8)
+    sigmas = hostlib.sigmas(model, 4)
+    record_model, store, plan = record(model)
+    assert "of 14 layers" in plan and "output.2.1" in plan
+    noise, inversion, _, _ = invert(record_model, "sd15", latent, sigmas)
+    assert {key[1] for key in store.data if key[0] == "cross"} >= {("output", 2, 0), ("output", 2, 1)}
+    plain = regenerate(model, "sd15", noise, inversion, sigmas, latent)
+    edit_model, _ = inject(model, store, 1.0)
+    assert rel(regenerate(edit_model, "sd15", noise, inversion, sigmas, latent), plain) <= 1e-5
+    with pytest.raises(ValueError, match=r"AttentionEditInject: input 'blocks' must be recorded layers, got "
+                                         r"input.1, input.1.1"):
+        _, partial, _ = record(model, blocks="output")
+        inject(model, partial, blocks="input.1")
+
+
+def test_auto_storage_moves_what_exceeds_the_budget_to_the_offload_device(monkeypatch):
+    import inversion_suite.nodes.attention as nodes_attention
+    _, store, _ = record(hostlib.tiny_model("sd3"), storage="auto")
+    store.offload_device = "meta"  # stands in for the CPU next to a GPU
+    monkeypatch.setattr(nodes_attention, "AUTO_DEVICE_BYTES", 3 * 4 * 1000)
+    for step in range(5):
+        store.put(("v", ("double", 0), step), torch.ones(1000))
+    store.put(("v", ("double", 0), 1), torch.ones(1000))  # overwritten: the last call at a σ wins
+    assert [store.data[("v", ("double", 0), s)].device.type for s in range(5)] == ["cpu"] * 3 + ["meta"] * 2
+    assert store.on_device == 3 * 4 * 1000 and store.devices() == ["cpu", "meta"]
