@@ -43,10 +43,11 @@ def prepare(node, guider, sigma, sigma_mode, checkpointing):
     flow = model_family(node, ms) == "flow"
     sigma = resolve_sigma(node, ms, sigma, sigma_mode)
     if needs_checkpointing(patcher) and not checkpointing:
-        fail(node, "gradient_checkpointing", "must be on for Flux (its blocks add in place into their inputs; "
-                                             "only the checkpointed path can differentiate them)")
+        fail(node, "gradient_checkpointing", "must be on for this model (Flux, Chroma, HunyuanVideo and LTX-Video "
+                                             "blocks add in place into their inputs; only the checkpointed path can "
+                                             "differentiate them)")
     grad_patcher = differentiable(patcher, checkpointing)
-    checkpointing = ("on" if dit_blocks(patcher) else "not available for UNets") if checkpointing else "off"
+    checkpointing = ("on" if dit_blocks(patcher) else "not available (no block patch point)") if checkpointing else "off"
     grad_guider = copy.copy(guider)
     grad_guider.model_patcher, grad_guider.model_options = grad_patcher, grad_patcher.model_options
     return grad_guider, grad_patcher, ms, flow, sigma, checkpointing
