@@ -47,7 +47,8 @@ def prepare(node, guider, sigma, sigma_mode, checkpointing):
                                              "blocks add in place into their inputs; only the checkpointed path can "
                                              "differentiate them)")
     grad_patcher = differentiable(patcher, checkpointing)
-    checkpointing = ("on" if dit_blocks(patcher) else "not available (no block patch point)") if checkpointing else "off"
+    checkpointing = ("on" if dit_blocks(patcher) else "not available (no block patch point)") if checkpointing \
+        else "off"
     grad_guider = copy.copy(guider)
     grad_guider.model_patcher, grad_guider.model_options = grad_patcher, grad_patcher.model_options
     return grad_guider, grad_patcher, ms, flow, sigma, checkpointing

@@ -86,7 +86,8 @@ def run_oscillation(node, guider, latents, schedule, sigma, sigma_mode, iteratio
         return decoded
 
     start = model_shape(node, "latent", latents[0]["samples"], patcher)
-    _, sampler = run_in_guider(guider, start, torch.tensor([sigma, 0.0]), run, total=iterations + len(decode_sigmas) - 1)
+    _, sampler = run_in_guider(guider, start, torch.tensor([sigma, 0.0]), run,
+                               total=iterations + len(decode_sigmas) - 1)
     process_out = patcher.get_model_object("process_latent_out")
     decoded = process_out(sampler.state.float().cpu())
     states = state_to_latent(ms, process_out, found["states"], sigma)
