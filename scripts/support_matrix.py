@@ -58,7 +58,8 @@ def render(data):
         lines.append(" | ".join([
             f"| {name}", sampling, row.get("latent", {}).get("value", "?"),
             _cell(row, "fixed_point", _err),
-            _cell(row, "bdia", _err) + " / " + _cell(row, "o-belm", _err),
+            _cell(row, "bdia", _err) + " / " + _cell(row, "o-belm", _err) + " (CFG 3, 2 images: "
+            + _cell(row, "bdia_cfg", _err) + ")",
             _cell(row, "oscillation", str) + " / " + _cell(row, "group", str),
             optimize, _cell(row, "gradient", _err),
             _cell(row, "fine_tune", lambda v: f"{v} q/k layers"),
@@ -79,7 +80,7 @@ def render(data):
     return "\n".join(text) + "\n"
 
 
-COLUMNS = ("fixed_point", "bdia", "o-belm", "oscillation", "group", "optimize", "gradient", "fine_tune")
+COLUMNS = ("fixed_point", "bdia", "o-belm", "bdia_cfg", "oscillation", "group", "optimize", "gradient", "fine_tune")
 
 
 def failed(data):

@@ -109,6 +109,21 @@ def test_bdia_round_trip(family, model, method):
     assert record(family, method, err, err <= 1e-4)
 
 
+def test_bdia_with_cfg_and_a_batch(family, model):
+    """CFG batches cond and uncond through each model (and its masks); a batch of two images on top."""
+    lat = latent(family, batch=2)
+    sigmas = hostlib.sigmas(model, 4)
+    guider = hostlib.guider(model, family, cfg=3.0)
+    with torch.inference_mode():
+        noise, inversion, _, _ = BDIAInvert.execute(model=model, latent=lat, sigmas=sigmas, method="bdia",
+                                                    gamma=0.96, guider=guider).args
+        sampler = BDIASampler.execute(method="bdia", gamma=0.96, inversion=inversion).args[0]
+        rec = hostlib.stock_sample(noise, guider, sampler, sigmas, hostlib.empty_like(lat))
+    err = rel(rec, lat["samples"])
+    assert rec.shape == lat["samples"].shape
+    assert record(family, "bdia_cfg", err, err <= 1e-4)
+
+
 def test_oscillation_and_group_inversion(family, model):
     a, b = latent(family, seed=3), latent(family, seed=4)
     guider = hostlib.guider(model, family)
