@@ -24,7 +24,7 @@ def fail(node, name, expected, got=None):
 
 # ---------------------------------------------------------------- model facts
 def sampling_type(model_sampling):
-    """A model sampling's type as ComfyUI composes it: ``ModelSampling(schedule, parameterisation)`` → 'schedule/param'."""
+    """A model sampling's type as ComfyUI composes it (``ModelSampling(schedule, parameterisation)``)."""
     return "/".join(b.__name__ for b in type(model_sampling).__bases__)
 
 

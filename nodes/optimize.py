@@ -49,10 +49,12 @@ def prepare(node, guider, sigma, sigma_mode, checkpointing):
     sigma = resolve_sigma(node, ms, sigma, sigma_mode)
     checkpointing = check_bool(node, "gradient_checkpointing", checkpointing)
     if needs_checkpointing(patcher) and not checkpointing:
-        fail(node, "gradient_checkpointing", "must be on for Flux (its blocks add in place into their inputs; "
-                                             "only the checkpointed path can differentiate them)")
+        fail(node, "gradient_checkpointing", "must be on for this model (Flux, Chroma, HunyuanVideo and LTX-Video "
+                                             "blocks add in place into their inputs; only the checkpointed path can "
+                                             "differentiate them)")
     grad_patcher = differentiable(patcher, checkpointing, node)
-    checkpointing = ("on" if dit_blocks(patcher) else "not available for UNets") if checkpointing else "off"
+    checkpointing = ("on" if dit_blocks(patcher) else "not available (no block patch point)") if checkpointing \
+        else "off"
     grad_guider = copy.copy(guider)
     grad_guider.model_patcher, grad_guider.model_options = grad_patcher, grad_patcher.model_options
     return grad_guider, grad_patcher, ms, flow, sigma, checkpointing

@@ -58,25 +58,29 @@ def render(data):
         lines.append(" | ".join([
             f"| {name}", sampling, row.get("latent", {}).get("value", "?"),
             _cell(row, "fixed_point", _err),
-            _cell(row, "bdia", _err) + " / " + _cell(row, "o-belm", _err),
+            _cell(row, "bdia", _err) + " / " + _cell(row, "o-belm", _err) + " (CFG 3, 2 images: "
+            + _cell(row, "bdia_cfg", _err) + ")",
             _cell(row, "oscillation", str) + " / " + _cell(row, "group", str),
             optimize, _cell(row, "gradient", _err),
             _cell(row, "fine_tune", lambda v: f"{v} q/k layers"),
         ]) + " |")
-    refused = [f"{label} ({families[key]['refused']['value']})" + ("" if families[key]["refused"]["ok"] else " ✗")
-               for key, label in REFUSED.items() if key in families]
+    refused = []
+    for key, label in REFUSED.items():
+        if key in families:
+            kind, reason = families[key]["refused"]["value"].split(": ", 1)
+            refused.append(f"- {'✓' if families[key]['refused']['ok'] else '✗'} {label}: `{kind}`, {reason}")
     text = [f"Measured by `tests/test_host_families.py` on tiny random-weight models built with ComfyUI "
             f"{data.get('comfyui', '?')}'s own classes (8×8 latents, 2 frames for video; PixArt 48×48), through stock "
             f"SamplerCustomAdvanced. Numbers are relative round-trip errors, the period found, the loss ratio after "
             f"6 optimisation steps, and the relative gap between autograd and a central difference; ✓ means within "
             f"the test's threshold ({THRESHOLDS}), — not measured.", ""] + lines
     if refused:
-        text += ["", "Refused with a clear error naming the model sampling type, by every node: " + "; ".join(refused)
-                 + "."]
+        text += ["", "Refused by every node with a ValueError naming the node, the input `model` and the model "
+                     "sampling type:"] + refused
     return "\n".join(text) + "\n"
 
 
-COLUMNS = ("fixed_point", "bdia", "o-belm", "oscillation", "group", "optimize", "gradient", "fine_tune")
+COLUMNS = ("fixed_point", "bdia", "o-belm", "bdia_cfg", "oscillation", "group", "optimize", "gradient", "fine_tune")
 
 
 def failed(data):

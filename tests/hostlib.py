@@ -179,9 +179,8 @@ def tiny_cond(family, seed=1, guidance=3.5):
 
     def randn(*shape):
         return torch.randn(*shape, generator=g)
-    context, extra = randn(1, 4, 32), {}
-    if family in ("sd3", "flux", "chroma", "hunyuan_video", "hidream"):
-        extra["pooled_output"] = randn(1, 32)
+    extra = {"pooled_output": randn(1, 32)} if family in ("sd3", "flux", "chroma", "hunyuan_video", "hidream") else {}
+    context = randn(1, 4, 32)
     if family in ("flux", "hunyuan_video"):
         extra["guidance"] = guidance
     if family == "sdxl":

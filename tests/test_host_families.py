@@ -110,6 +110,21 @@ def test_bdia_round_trip(family, model, method):
     assert record(family, method, err, err <= 1e-4)
 
 
+def test_bdia_with_cfg_and_a_batch(family, model):
+    """CFG batches cond and uncond through each model (and its masks); a batch of two images on top."""
+    lat = latent(family, batch=2)
+    sigmas = hostlib.sigmas(model, 4)
+    guider = hostlib.guider(model, family, cfg=3.0)
+    with torch.inference_mode():
+        noise, inversion, _, _ = BDIAInvert.execute(model=model, latent=lat, sigmas=sigmas, method="bdia",
+                                                    gamma=0.96, guider=guider).args
+        sampler = BDIASampler.execute(method="bdia", gamma=0.96, inversion=inversion).args[0]
+        rec = hostlib.stock_sample(noise, guider, sampler, sigmas, hostlib.empty_like(lat))
+    err = rel(rec, lat["samples"])
+    assert rec.shape == lat["samples"].shape
+    assert record(family, "bdia_cfg", err, err <= 1e-4)
+
+
 def test_oscillation_and_group_inversion(family, model):
     a, b = latent(family, seed=3), latent(family, seed=4)
     guider = hostlib.guider(model, family)
@@ -146,13 +161,36 @@ def test_post_inversion_optimize(family, model):
 
 
 def test_gradients_match_finite_differences(family, model):
-    """Autograd through the differentiable clone (checkpointed blocks where offered) against a central difference."""
+    """Autograd through the differentiable clone (checkpointed blocks where offered) against a central difference;
+    without checkpointing, backward fails exactly on the families the nodes require checkpointing for."""
     import comfy.samplers
+    x = latent(family)["samples"]
+    sigma = float(model.get_model_object("model_sampling").percent_to_sigma(0.6))
+
+    class Backward(comfy.samplers.Sampler):
+        def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+                   disable_pbar=False):
+            with torch.inference_mode(False), torch.enable_grad():
+                z = latent_image.clone().requires_grad_(True)
+                try:
+                    model_wrap(z, sigmas[:1].expand(z.shape[0]), **extra_args).square().mean().backward()
+                except RuntimeError as error:
+                    assert "modified by an inplace operation" in str(error)
+                    found["in_place"] = True
+            return latent_image
+    found = {"in_place": False}
+    with torch.inference_mode():
+        hostlib.guider(grad.differentiable(model, checkpointing=False), family).sample(
+            torch.zeros_like(x), x, Backward(), torch.tensor([sigma, 0.0]))
+    assert found["in_place"] == grad.needs_checkpointing(model)
+    if found["in_place"]:
+        with torch.inference_mode(), pytest.raises(
+                ValueError, match="PostInversionOptimize: input 'gradient_checkpointing' must be on for this model"):
+            PostInversionOptimize.execute(model=model, latent=latent(family), target_1=latent(family), weight_1=1.0,
+                                          weight_2=0.0, steps=1, rounds=1, lr_noise=0.05, lr_image=0.01,
+                                          gradient_checkpointing=False, guider=hostlib.guider(model, family), **FIXED)
     grad_model = grad.differentiable(model, checkpointing=True)
     guider = hostlib.guider(grad_model, family)
-    x = latent(family)["samples"]
-    ms = model.get_model_object("model_sampling")
-    sigma = float(ms.percent_to_sigma(0.6))
     found = {}
 
     class Probe(comfy.samplers.Sampler):
@@ -164,7 +202,7 @@ def test_gradients_match_finite_differences(family, model):
                 model_wrap(z, s, **extra_args).square().mean().backward()
                 v = torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
                 with torch.no_grad():
-                    e = 1e-3
+                    e = 1e-2
                     fd = (model_wrap(z + e * v, s, **extra_args).square().mean()
                           - model_wrap(z - e * v, s, **extra_args).square().mean()) / (2 * e)
                 found.update(grad=float((z.grad * v).sum()), fd=float(fd))
@@ -344,3 +382,52 @@ def test_video_latent_on_an_image_family_is_refused():
                                   r"for this model, got shape \[1, 4, 2, 8, 8\]"):
         FixedPointInvert.execute(model=model, latent=video, sigmas=hostlib.sigmas(model, 4),
                                  guider=hostlib.guider(model, "sd15"), **SOLVER)
+
+
+# ---------------------------------------------------------------- reference-image conditioning
+@pytest.mark.parametrize("family", ["flux", "qwen_image"], indirect=True)
+def test_reference_latent_conditioning_round_trips(family, model):
+    """Flux Kontext / Qwen-Image-Edit conditioning (ReferenceLatent's reference_latents: extra image tokens) is
+    used unchanged by inversion and regeneration: the round trips hold with it, and it changes the prediction."""
+    import comfy.samplers
+    lat = latent(family)
+    (context, extra), = hostlib.tiny_cond(family)
+    reference = latent(family, seed=9)["samples"]
+    cond = [[context, {**extra, "reference_latents": [reference]}]]
+    guider = comfy.samplers.CFGGuider(model)
+    guider.inner_set_conds({"positive": cond})
+    guider.set_cfg(1.0)
+    sigmas = hostlib.sigmas(model, 4)
+    with torch.inference_mode():
+        _, noise, _ = FixedPointInvert.execute(model=model, latent=lat, sigmas=sigmas, guider=guider, **SOLVER).args
+        rec = hostlib.stock_sample(noise, guider, hostlib.euler(), sigmas, hostlib.empty_like(lat))
+        bnoise, inversion, _, _ = BDIAInvert.execute(model=model, latent=lat, sigmas=sigmas, method="bdia",
+                                                     gamma=0.96, guider=guider).args
+        brec = hostlib.stock_sample(bnoise, guider, BDIASampler.execute(method="bdia", gamma=0.96,
+                                                                        inversion=inversion).args[0],
+                                    sigmas, hostlib.empty_like(lat))
+        plain = hostlib.stock_sample(noise, hostlib.guider(model, family), hostlib.euler(), sigmas,
+                                     hostlib.empty_like(lat))
+    print(f"{family} with a reference latent: fixed point {rel(rec, lat['samples']):.2e}, "
+          f"BDIA {rel(brec, lat['samples']):.2e}; without it {rel(plain, lat['samples']):.2e}")
+    assert rel(rec, lat["samples"]) <= 1e-2 and rel(brec, lat["samples"]) <= 1e-4
+    assert rel(plain, lat["samples"]) > 100 * rel(rec, lat["samples"])
+
+
+def test_tiny_flux_config_gains_the_fields_newer_flux_params_require():
+    """ComfyUI 0.38's FluxParams requires txt_ids_dims: the tiny Flux config passes it only where the dataclass has
+    it (0.3.64's rejects unknown keywords)."""
+    import dataclasses
+
+    import comfy.ldm.flux.model as flux
+
+    @dataclasses.dataclass
+    class NewerFluxParams(flux.FluxParams):
+        txt_ids_dims: list
+
+    config = {k: v for k, v in hostlib.UNET_CONFIGS["flux"].items() if k != "image_model"}
+    newer = hostlib._with_new_fields(NewerFluxParams, config, {"txt_ids_dims": []})
+    assert NewerFluxParams(**newer).txt_ids_dims == []
+    current = hostlib._with_new_fields(flux.FluxParams, config, {"txt_ids_dims": []})
+    assert ("txt_ids_dims" in current) == ("txt_ids_dims" in {f.name for f in dataclasses.fields(flux.FluxParams)})
+    flux.FluxParams(**current)
