@@ -477,16 +477,20 @@ def gpu_benchmark(reduced=False, families=("sd15", "sdxl", "flux"), steps=8, bat
                 **node_args(PostInversionOptimize, model=patched, latent=latent, target_1=latent, guider=guider,
                             rounds=2, gradient_checkpointing=True))))
         for label, fn in runs:
-            with torch.inference_mode():
-                fn()  # warm-up: loading, first-call kernels
-            spent.update(model=0.0, calls=0, evaluations=0)
-            peak_reset()
-            start = time.perf_counter()
-            with torch.inference_mode():
-                fn()
-            if cuda:
-                torch.cuda.synchronize()
-            total = time.perf_counter() - start
+            try:
+                with torch.inference_mode():
+                    fn()  # warm-up: loading, first-call kernels
+                spent.update(model=0.0, calls=0, evaluations=0)
+                peak_reset()
+                start = time.perf_counter()
+                with torch.inference_mode():
+                    fn()
+                if cuda:
+                    torch.cuda.synchronize()
+                total = time.perf_counter() - start
+            except Exception as e:  # a random-weight model may overflow in bf16: report it and go on
+                rows.append([family, label, "—", "—", "—", "—", f"failed: {type(e).__name__}: {str(e)[:80]}"])
+                continue
             own = (total - spent["model"]) / max(spent["calls"], 1)
             call = spent["model"] / max(spent["calls"], 1)
             rows.append([family, label, f"{spent['evaluations'] / batch:.0f}", f"{call * 1e3:.1f} ms",
