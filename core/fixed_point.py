@@ -29,8 +29,8 @@ class Anderson:
     ``γ = argmin ‖r − ΔR γ‖``, where ``r = f(z) − z`` and ΔR, ΔF hold the differences of the row's last
     residuals and map values. ``m = 0`` is plain Picard iteration.
 
-    The least-squares problem is solved on unit-norm columns of ΔR with a fixed ridge (1e-10 of the unit
-    diagonal, in float64), so nothing underflows whatever the state's dtype. A history column whose norm is
+    The least-squares problem is solved in float64 on unit-norm columns of ΔR with a fixed ridge (1e-10 of the
+    unit diagonal), so the ridge never underflows whatever the state's dtype. A history column whose norm is
     at the rounding level of the state (a row that stopped moving, an all-zero image, float16/bfloat16
     round-off) is unusable and gets no weight; a row without usable history takes the plain step ``f(z)``,
     and so does a row whose mixed iterate would not be finite.
@@ -38,34 +38,36 @@ class Anderson:
 
     RIDGE = 1e-10
 
-    def __init__(self, m, rows):
-        self.m, self.rows, self.dr, self.df, self.last = m, rows, [], [], None
+    def __init__(self, m):
+        self.m, self.rows, self.dr, self.df, self.last = m, None, [], [], None
 
     def __call__(self, z, fz, rows):
-        """Next iterate for ``rows`` (indices into the batch of ``self.rows``; z and fz hold those rows only)."""
+        """Next iterate for ``rows`` (batch indices, a subsequence of the previous call's; z, fz hold those rows)."""
         if self.m == 0:
             return fz
         f, r = fz.flatten(1).double(), (fz - z).flatten(1).double()
-        if self.last is None:
-            self.last = [f.new_zeros((self.rows, f.shape[1])), f.new_zeros((self.rows, f.shape[1]))]
-        else:
-            dr, df = torch.zeros_like(self.last[0]), torch.zeros_like(self.last[1])
-            dr[rows], df[rows] = r - self.last[0][rows], f - self.last[1][rows]
-            self.dr, self.df = (self.dr + [dr])[-self.m:], (self.df + [df])[-self.m:]
-        self.last[0][rows], self.last[1][rows] = r, f
+        if self.last is not None:
+            if rows.numel() != self.rows.numel():  # rows that stopped leave the history
+                keep = torch.searchsorted(self.rows, rows)
+                self.last = [t[keep] for t in self.last]
+                self.dr, self.df = [t[keep] for t in self.dr], [t[keep] for t in self.df]
+            self.dr = (self.dr + [r - self.last[0]])[-self.m:]
+            self.df = (self.df + [f - self.last[1]])[-self.m:]
+        self.rows, self.last = rows, [r, f]
         if not self.dr:
             return fz
-        dR = torch.stack([d[rows] for d in self.dr], -1)                     # [n, d, k]
-        dF = torch.stack([d[rows] for d in self.df], -1)
-        norms = dR.norm(dim=1)                                               # [n, k]
-        floor = 8 * torch.finfo(fz.dtype).eps * f.norm(dim=1, keepdim=True)  # rounding level of the row
-        usable = (norms > floor) & torch.isfinite(norms)
-        unit = torch.where(usable[:, None], dR / norms.clamp_min(1e-300)[:, None], torch.zeros_like(dR))
-        eye = torch.eye(unit.shape[-1], dtype=unit.dtype, device=unit.device)
-        gram = unit.transpose(1, 2) @ unit + self.RIDGE * eye + torch.diag_embed((~usable).to(unit.dtype))
-        coef = torch.linalg.solve(gram, unit.transpose(1, 2) @ r.unsqueeze(-1)).squeeze(-1)
-        coef = torch.where(usable, coef / norms.clamp_min(1e-300), torch.zeros_like(coef))
-        mixed = f - (dF.nan_to_num(0.0) @ coef.unsqueeze(-1)).squeeze(-1)
+        dR, dF = torch.stack(self.dr, -1), torch.stack(self.df, -1)             # [n, d, k]
+        gram = dR.transpose(1, 2) @ dR                                          # [n, k, k]
+        norms = gram.diagonal(dim1=1, dim2=2).sqrt()                            # [n, k]
+        floor = 8 * torch.finfo(fz.dtype).eps * f.norm(dim=1, keepdim=True)    # rounding level of the row
+        usable = (norms > floor) & (norms > 1e-150) & torch.isfinite(norms)
+        scale = torch.where(usable, 1 / norms, torch.zeros_like(norms))         # unit columns; unusable → 0
+        eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+        unit_gram = gram * scale[:, :, None] * scale[:, None, :] + self.RIDGE * eye + torch.diag_embed(
+            (~usable).to(gram.dtype))
+        rhs = (dR.transpose(1, 2) @ r.unsqueeze(-1)).squeeze(-1) * scale
+        coef = torch.linalg.solve(unit_gram, rhs.unsqueeze(-1)).squeeze(-1) * scale
+        mixed = f - (dF @ coef.unsqueeze(-1)).squeeze(-1)
         good = usable.any(1) & torch.isfinite(mixed).all(1)
         return torch.where(good[:, None], mixed, f).to(fz.dtype).reshape(fz.shape)
 
@@ -125,7 +127,7 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
             noise = torch.randn(x.shape, generator=generator, device="cpu", dtype=torch.float32)
             scale = perturbation * (1.0 if flow else (1 + float(sigma_next) ** 2) ** 0.5)
             z[b:] += scale * noise.to(x.device, x.dtype)
-        mixer = Anderson(anderson, z.shape[0])
+        mixer = Anderson(anderson)
         out, denoised_out = x.clone(), torch.empty_like(x)
         intra_out, inter_out = torch.zeros(b, dtype=torch.float64), torch.zeros(b, dtype=torch.float64)
         iterations = torch.zeros(b, dtype=torch.long)
@@ -134,14 +136,15 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
         trace = []
         for k in range(max_iter):
             rows = torch.cat([active, active + b]) if two_paths else active
-            zr = z[rows]
+            whole = rows.numel() == z.shape[0]
+            zr = z if whole else z[rows]
             if shrink:
                 denoised = model(zr, batch_sigma(zr, sigma_next), **extra_args)
                 calls, evaluations = calls + 1, evaluations + rows.numel()
             else:
                 denoised = model(z, batch_sigma(z, sigma_next), **extra_args)[rows]
                 calls, evaluations = calls + 1, evaluations + z.shape[0]
-            fz = x_i[rows] + (sigma_next - sigma) / sigma_next * (zr - denoised)
+            fz = (x_i if whole else x_i[rows]) + (sigma_next - sigma) / sigma_next * (zr - denoised)
             n = active.numel()
             intra = _rel(fz[:n], zr[:n])
             inter = _rel(fz[n:], fz[:n]) if two_paths else intra
@@ -152,7 +155,10 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
             keep = inter >= tol
             if k == max_iter - 1 or not bool(keep.any()):
                 break
-            z[rows] = mixer(zr, fz, rows)
+            if whole:
+                z = mixer(zr, fz, rows)
+            else:
+                z[rows] = mixer(zr, fz, rows)
             active = active[keep]
         x = out
         if callback is not None:

@@ -23,7 +23,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 import conftest  # noqa: E402,F401  (makes the repository importable as inversion_suite)
 
 from inversion_suite import core  # noqa: E402
-from inversion_suite.core.toy import GaussianMixtureDenoiser, flow_sigmas, make_mixture, ve_sigmas  # noqa: E402
+from inversion_suite.core.toy import (GaussianMixtureDenoiser, TinyConvDenoiser, flow_sigmas, make_mixture,  # noqa: E402
+                                     ve_sigmas)
 
 FP_METHODS = {  # name: invert_fixed_point options
     "naive DDIM inversion": dict(max_iter=1),
@@ -43,16 +44,22 @@ def table(header, rows):
     return "\n".join(lines)
 
 
-def fixed_point_run(flow, steps, options, diagnostics=None):
-    model = make_mixture(flow=flow)
+def fixed_point_run(flow, steps, options, diagnostics=None, network=False):
+    """Invert and sample back; ``network``: the tiny random conv network instead of the analytic mixture."""
+    if network:
+        model = TinyConvDenoiser(flow=flow)
+        x0 = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    else:
+        model = make_mixture(flow=flow)
+        x0 = model.sample(2, generator=torch.Generator().manual_seed(1))
     sigmas = flow_sigmas(steps) if flow else ve_sigmas(steps)
-    x0 = model.sample(2, generator=torch.Generator().manual_seed(1))
     diagnostics = [] if diagnostics is None else diagnostics
-    top = core.invert_fixed_point(model, x0, sigmas.flip(0), disable=True, flow=flow, diagnostics=diagnostics,
-                                  generator=torch.Generator().manual_seed(0), **options)
+    with torch.no_grad():
+        top = core.invert_fixed_point(model, x0, sigmas.flip(0), disable=True, flow=flow, diagnostics=diagnostics,
+                                      generator=torch.Generator().manual_seed(0), **options)
+        back = core.sample_euler(model, top, sigmas, disable=True)
     per_image = sum(d["evaluations_per_image"] for d in diagnostics)
-    err = float(core.rel_rms(core.sample_euler(model, top, sigmas, disable=True), x0).max())
-    return per_image, err
+    return per_image, float(core.rel_rms(back, x0).max())
 
 
 def core_fixed_point(steps=20):
@@ -70,20 +77,26 @@ def intra_versus_inter(steps=20, tol=1e-4):
     (the paper); from each step's trace, the iteration at which ‖f(z) − z‖ first fell below ``tol`` against the one
     at which ‖f(z) − f(ẑ)‖ did, and the round trip each rule gives when run on its own."""
     rows = []
-    for flow in (False, True):
-        diagnostics = []
-        fixed_point_run(flow, steps, dict(max_iter=50, tol=tol, anderson=0, criterion="inter"), diagnostics)
-        earlier, saved = 0, 0
-        for d in diagnostics:
-            first_intra = next((k + 1 for k, (intra, _) in enumerate(d["trace"]) if intra < tol), d["iterations"])
-            if first_intra < d["iterations"]:
-                earlier += 1
-                saved += d["iterations"] - first_intra
-        intra_cost, intra_err = fixed_point_run(flow, steps, dict(max_iter=50, tol=tol, anderson=0, criterion="intra"))
-        inter_cost, inter_err = fixed_point_run(flow, steps, dict(max_iter=50, tol=tol, anderson=0, criterion="inter"))
-        rows.append(["flow" if flow else "ε (VE)", f"{earlier}/{len(diagnostics)}", f"{saved / steps:.2f}",
-                     f"{intra_cost:.0f} / {intra_err:.1e}", f"{inter_cost:.0f} / {inter_err:.1e}"])
+    for network in (False, True):
+        for flow in (False, True):
+            diagnostics = []
+            paper = dict(max_iter=50, tol=tol, anderson=0)
+            fixed_point_run(flow, steps, dict(paper, criterion="inter"), diagnostics, network)
+            earlier, saved, later = 0, 0, 0
+            for d in diagnostics:
+                first_intra = next((k + 1 for k, (intra, _) in enumerate(d["trace"]) if intra < tol), d["iterations"])
+                if first_intra < d["iterations"]:
+                    earlier += 1
+                    saved += d["iterations"] - first_intra
+                elif d["trace"][-1][0] >= tol and d["iterations"] < paper["max_iter"]:
+                    later += 1  # the inter-path rule stopped while the intra-path residual was still above tol
+            intra_cost, intra_err = fixed_point_run(flow, steps, dict(paper, criterion="intra"), None, network)
+            inter_cost, inter_err = fixed_point_run(flow, steps, dict(paper, criterion="inter"), None, network)
+            name = ("tiny conv network, " if network else "analytic mixture, ") + ("flow" if flow else "ε (VE)")
+            rows.append([name, f"{earlier}/{len(diagnostics)}", f"{saved / steps:.2f}", f"{later}/{len(diagnostics)}",
+                         f"{intra_cost:.0f} / {intra_err:.1e}", f"{inter_cost:.0f} / {inter_err:.1e}"])
     return table(["model", "steps where intra-path stops first", "iterations earlier per step",
+                  "steps where inter-path stops first",
                   "intra-path: evaluations per image / round trip", "inter-path: evaluations per image / round trip"],
                  rows)
 
@@ -477,16 +490,20 @@ def gpu_benchmark(reduced=False, families=("sd15", "sdxl", "flux"), steps=8, bat
                 **node_args(PostInversionOptimize, model=patched, latent=latent, target_1=latent, guider=guider,
                             rounds=2, gradient_checkpointing=True))))
         for label, fn in runs:
-            with torch.inference_mode():
-                fn()  # warm-up: loading, first-call kernels
-            spent.update(model=0.0, calls=0, evaluations=0)
-            peak_reset()
-            start = time.perf_counter()
-            with torch.inference_mode():
-                fn()
-            if cuda:
-                torch.cuda.synchronize()
-            total = time.perf_counter() - start
+            try:
+                with torch.inference_mode():
+                    fn()  # warm-up: loading, first-call kernels
+                spent.update(model=0.0, calls=0, evaluations=0)
+                peak_reset()
+                start = time.perf_counter()
+                with torch.inference_mode():
+                    fn()
+                if cuda:
+                    torch.cuda.synchronize()
+                total = time.perf_counter() - start
+            except Exception as e:  # a random-weight model may overflow in bf16: report it and go on
+                rows.append([family, label, "—", "—", "—", "—", f"failed: {type(e).__name__}: {str(e)[:80]}"])
+                continue
             own = (total - spent["model"]) / max(spent["calls"], 1)
             call = spent["model"] / max(spent["calls"], 1)
             rows.append([family, label, f"{spent['evaluations'] / batch:.0f}", f"{call * 1e3:.1f} ms",
