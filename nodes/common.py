@@ -394,14 +394,3 @@ def seed_input(io, tooltip):
 def tolerance_input(io, default):
     return io.Float.Input("tolerance", default=default, min=1e-12, max=1.0, step=1e-7, round=False,
                           tooltip="Stop a step's iteration when the convergence criterion (relative RMS) falls below this.")
-
-
-def report(node, diagnostics, calls, extra=""):
-    """A readable per-step table of the fixed-point diagnostics."""
-    steps = len(diagnostics)
-    lines = [f"{node}: {steps} steps, {calls} model calls ({calls / max(steps, 1):.2f} per step){extra}",
-             "step  sigma      calls  intra-path  inter-path"]
-    for d in diagnostics:
-        inter = "-" if d.get("inter") is None else f"{d['inter']:.2e}"
-        lines.append(f"{d['step']:>4}  {d['sigma']:<9.4g}  {d['model_calls']:>5}  {d['intra']:.2e}    {inter}")
-    return "\n".join(lines)
