@@ -256,3 +256,27 @@ def counting(model, interrupt_at=None):
     patched = model.clone()
     patched.set_model_unet_function_wrapper(wrapper)
     return patched, calls
+
+
+def autograd_against_difference(guider, latent, sigma, eps):
+    """Through ``guider`` (stock sampling path) at ``sigma``: the directional derivative of mean(D(z, σ)²) along a
+    seeded direction, by autograd and by a central difference of step ``eps``; also the gradient's norm."""
+    import comfy.samplers
+    found = {}
+
+    class Probe(comfy.samplers.Sampler):
+        def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+                   disable_pbar=False):
+            def loss(z):
+                return model_wrap(z, sigmas[:1].clone().expand(z.shape[0]), **extra_args).square().mean()
+            with torch.inference_mode(False), torch.enable_grad():
+                z = latent_image.clone().requires_grad_(True)
+                loss(z).backward()
+                v = torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
+                with torch.no_grad():
+                    fd = (loss(z + eps * v) - loss(z - eps * v)) / (2 * eps)
+                found.update(grad=float((z.grad * v).sum()), fd=float(fd), norm=float(z.grad.norm()))
+            return latent_image
+    with torch.inference_mode():
+        guider.sample(torch.zeros_like(latent), latent, Probe(), torch.tensor([sigma, 0.0]))
+    return found

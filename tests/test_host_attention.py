@@ -246,14 +246,14 @@ def prompt_cond(clip, text, table):
     return [[table[ids % table.shape[0]][None], {}]]
 
 
-def test_prompt_to_prompt_refine_and_reweight_with_real_tokens():
+def worded_inversion(model, latent, src_text, steps=4):
+    """BDIA inversion of ``latent`` with a real-token source prompt, recorded: returns the tokenizer, a guider
+    factory ``g(model, text)`` over a fixed random embedding table, the store, the NOISE, the BDIA sampler and the
+    sigmas."""
     import comfy.samplers
     clip = Tokenizer()
     table = torch.randn(1000, 32, generator=torch.Generator().manual_seed(3))
-    model = hostlib.tiny_model("sd15")
-    latent = hostlib.image_latent("sd15", batch=1, size=8)
-    sigmas = hostlib.sigmas(model, 4)
-    src_text, edit_text = "a photo of a cat", "a photo of a fluffy cat"
+    sigmas = hostlib.sigmas(model, steps)
 
     def g(m, text):
         gd = comfy.samplers.CFGGuider(m)
@@ -265,6 +265,14 @@ def test_prompt_to_prompt_refine_and_reweight_with_real_tokens():
         noise, inversion, _, _ = BDIAInvert.execute(model=record_model, latent=latent, sigmas=sigmas, method="bdia",
                                                     gamma=0.96, guider=g(record_model, src_text)).args
         sampler = BDIASampler.execute(method="bdia", gamma=0.96, inversion=inversion).args[0]
+    return clip, g, store, noise, sampler, sigmas
+
+
+def test_prompt_to_prompt_refine_and_reweight_with_real_tokens():
+    model = hostlib.tiny_model("sd15")
+    latent = hostlib.image_latent("sd15", batch=1, size=8)
+    src_text, edit_text = "a photo of a cat", "a photo of a fluffy cat"
+    clip, g, store, noise, sampler, sigmas = worded_inversion(model, latent, src_text)
     with pytest.raises(ValueError, match=r"AttentionEditInject: input 'edit_text' must have as many tokens as "
                                          r"source_text for a word swap"):
         inject(model, store, clip=clip, source_text=src_text, edit_text=edit_text)
@@ -323,25 +331,12 @@ def test_bad_input_is_a_clear_error():
 
 
 def test_local_blend_keeps_the_source_outside_the_words_region():
-    import comfy.samplers
     from inversion_suite.nodes.attention import CONFIG
-    clip = Tokenizer()
-    table = torch.randn(1000, 32, generator=torch.Generator().manual_seed(3))
     model = sharp_model("sd15")
     latent = hostlib.image_latent("sd15", batch=1, size=16)
-    sigmas = hostlib.sigmas(model, 4)
     src_text, edit_text = "a photo of a cat on grass", "a photo of a dog on grass"
-
-    def g(m, text):
-        gd = comfy.samplers.CFGGuider(m)
-        gd.inner_set_conds({"positive": prompt_cond(clip, text, table)})
-        gd.set_cfg(1.0)
-        return gd
-    record_model, store, _ = record(model)
+    clip, g, store, noise, sampler, sigmas = worded_inversion(model, latent, src_text)
     with torch.inference_mode():
-        noise, inversion, _, _ = BDIAInvert.execute(model=record_model, latent=latent, sigmas=sigmas, method="bdia",
-                                                    gamma=0.96, guider=g(record_model, src_text)).args
-        sampler = BDIASampler.execute(method="bdia", gamma=0.96, inversion=inversion).args[0]
         source = hostlib.stock_sample(noise, g(model, src_text), sampler, sigmas, hostlib.empty_like(latent))
     with pytest.raises(ValueError, match=r"AttentionEditInject: input 'blend_words' names 'horse'"):
         inject(model, store, clip=clip, source_text=src_text, edit_text=edit_text, blend_words="horse")

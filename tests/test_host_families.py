@@ -192,25 +192,7 @@ def test_gradients_match_finite_differences(family, model):
                                           weight_2=0.0, steps=1, rounds=1, lr_noise=0.05, lr_image=0.01,
                                           gradient_checkpointing=False, guider=hostlib.guider(model, family), **FIXED)
     grad_model = grad.differentiable(model, checkpointing=True)
-    guider = hostlib.guider(grad_model, family)
-    found = {}
-
-    class Probe(comfy.samplers.Sampler):
-        def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
-                   disable_pbar=False):
-            with torch.inference_mode(False), torch.enable_grad():
-                z = latent_image.clone().requires_grad_(True)
-                s = sigmas[:1].clone().expand(z.shape[0])
-                model_wrap(z, s, **extra_args).square().mean().backward()
-                v = torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
-                with torch.no_grad():
-                    e = 1e-2
-                    fd = (model_wrap(z + e * v, s, **extra_args).square().mean()
-                          - model_wrap(z - e * v, s, **extra_args).square().mean()) / (2 * e)
-                found.update(grad=float((z.grad * v).sum()), fd=float(fd))
-            return latent_image
-    with torch.inference_mode():
-        guider.sample(torch.zeros_like(x), x, Probe(), torch.tensor([sigma, 0.0]))
+    found = hostlib.autograd_against_difference(hostlib.guider(grad_model, family), x, sigma, eps=1e-2)
     err = abs(found["grad"] - found["fd"]) / max(abs(found["fd"]), 1e-6)
     assert record(family, "gradient", err, err <= 2e-2)
 

@@ -74,27 +74,10 @@ def test_loss_falls_and_weights_are_untouched(family, loaded, checkpointing):
 def test_gradients_reach_the_optimised_tensor(family, loaded):
     """Autograd through the differentiable clone matches a finite difference of the model itself."""
     grad_model = differentiable(loaded, checkpointing=family != "sd15")
-    guider = hostlib.guider(grad_model, family)
     latent = hostlib.image_latent(family)["samples"]
-    import comfy.samplers
-    found = {}
-
-    class Probe(comfy.samplers.Sampler):
-        def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
-                   disable_pbar=False):
-            with torch.inference_mode(False), torch.enable_grad():
-                z = latent_image.clone().requires_grad_(True)
-                s = sigmas[:1].clone().expand(z.shape[0])
-                model_wrap(z, s, **extra_args).square().mean().backward()
-                v = torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
-                with torch.no_grad():
-                    e = 1e-3
-                    fd = (model_wrap(z + e * v, s, **extra_args).square().mean()
-                          - model_wrap(z - e * v, s, **extra_args).square().mean()) / (2 * e)
-                found.update(grad=float((z.grad * v).sum()), fd=float(fd), norm=float(z.grad.norm()))
-            return latent_image
-    with torch.inference_mode(), training():
-        guider.sample(torch.zeros_like(latent), latent, Probe(), torch.tensor([SIGMA[family], 0.0]))
+    with training():
+        found = hostlib.autograd_against_difference(hostlib.guider(grad_model, family), latent, SIGMA[family],
+                                                    eps=1e-3)
     assert found["norm"] > 0
     assert abs(found["grad"] - found["fd"]) <= 1e-2 * abs(found["fd"]) + 1e-6
 
