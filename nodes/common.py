@@ -174,7 +174,7 @@ def check_latent(node, name, latent, model):
 def check_sigmas(node, sigmas, name="sigmas", direction=None):
     """Monotonic, finite, non-negative sigmas with at least one step; returned as float64 descending.
 
-    ``direction`` ("descending"/"ascending") also requires that order, with ``hint`` in the message.
+    ``direction`` ("descending"/"ascending") also requires that order.
     Integer sigmas are converted; bool and complex ones refused."""
     if not torch.is_tensor(sigmas) or sigmas.ndim != 1 or sigmas.numel() < 2:
         fail(node, name, "must hold at least two noise levels (one step) in a 1-D SIGMAS tensor",
