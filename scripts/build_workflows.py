@@ -43,6 +43,15 @@ MODELS = {
     "ae.safetensors": (
         "vae", "https://huggingface.co/Comfy-Org/Lumina_Image_2.0_Repackaged/resolve/main/split_files/vae/"
                "ae.safetensors"),
+    "wan2.1_t2v_1.3B_fp16.safetensors": (
+        "diffusion_models", "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/"
+                            "diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors"),
+    "umt5_xxl_fp8_e4m3fn_scaled.safetensors": (
+        "text_encoders", "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/"
+                         "text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors"),
+    "wan_2.1_vae.safetensors": (
+        "vae", "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/vae/"
+               "wan_2.1_vae.safetensors"),
 }
 
 # layout (canvas units)
@@ -96,7 +105,8 @@ class Graph:
         outputs = [{"name": name, "type": t, "links": [], "slot_index": i}
                    for i, (name, t) in enumerate(zip(node_def["output_name"], node_def["output"]))]
         height = 26 * max(len(inputs), len(outputs)) + 28 * len(widgets) + 90 * multiline + 20
-        if kind in IMAGE_NODES:  # a square photo at the node's width, or a wide chart, below the widgets
+        if kind in IMAGE_NODES | {"SaveAnimatedWEBP"}:  # a square photo at the node's width, or a wide chart
+            # (or the saved video's frames), below the widgets
             height = max(height, NODE_W + 110 if kind in ("LoadImage", "SaveImage") else MIN_IMAGE_NODE_HEIGHT + 20)
         cnr = PACK_ID if kind.startswith("InversionSuite_") else "comfy-core"
         properties = {"Node name for S&R": kind, "cnr_id": cnr, "ver": VERSION if cnr == PACK_ID else "0.3.64"}
@@ -593,6 +603,45 @@ def attention_edit_flux(g):
         decode_and_save(g, vae, out[0], "inversion_suite/attention_edit_flux")
 
 
+def bdia_video_wan21(g):
+    g.note("""
+        ## BDIA exact inversion: edit a video (Wan 2.1)
+        1. **Load**: Load Image reads every frame of the animated PNG (17 frames; Wan needs 4k + 1) and the Wan VAE
+           encodes them as one video LATENT (5 latent frames).
+        2. **Invert exactly**: BDIA Invert runs the sampler backwards with the source prompt, one model call per
+           step; with that prompt the clip comes back to float precision.
+        3. **Regenerate** with the edited prompt on the same sigmas, method and γ; the motion of the clip is kept.
+        4. **Decode** the frames and save them as an animated WEBP (16 fps).""")
+    with g.stage("1 · Load models and clip"):
+        unet = g.node("UNETLoader", unet_name="wan2.1_t2v_1.3B_fp16.safetensors", weight_dtype="default")
+        model = g.node("ModelSamplingSD3", model=unet[0], shift=8.0)[0]
+        clip = g.node("CLIPLoader", clip_name="umt5_xxl_fp8_e4m3fn_scaled.safetensors", type="wan")[0]
+        vae = g.node("VAELoader", vae_name="wan_2.1_vae.safetensors")[0]
+        latent = encode_image(g, vae, "clip.png", "clip (17 frames)")
+    with g.stage("2 · Prompts"):
+        neg = g.node("CLIPTextEncode", title="Negative prompt", text="blurry, static, distorted, low quality",
+                     clip=clip)
+        src = g.node("CLIPTextEncode", title="Source prompt (describes the clip)",
+                     text="a red car driving along a road past a tree on a sunny day, cartoon style", clip=clip)
+        edit = g.node("CLIPTextEncode", title="Edited prompt",
+                      text="a red car driving along a road past a tree on a snowy winter day, cartoon style",
+                      clip=clip)
+        src_guider = g.node("CFGGuider", model=model, positive=src[0], negative=neg[0], cfg=5.0)
+        edit_guider = g.node("CFGGuider", model=model, positive=edit[0], negative=neg[0], cfg=5.0)
+    with g.stage("3 · Invert exactly"):
+        sigmas = g.node("BasicScheduler", model=model, scheduler="simple", steps=30, denoise=0.8)
+        inv = g.node("InversionSuite_BDIAInvert", model=model, guider=src_guider[0], latent=latent,
+                     sigmas=sigmas[0], method="bdia", gamma=0.96)
+    with g.stage("4 · Regenerate with the edit"):
+        sampler = g.node("InversionSuite_BDIASampler", method="bdia", gamma=0.96, inversion=inv[1])
+        out = g.node("SamplerCustomAdvanced", noise=inv[0], guider=edit_guider[0], sampler=sampler[0],
+                     sigmas=sigmas[0], latent_image=latent)
+    with g.stage("5 · Decode and save the video"):
+        frames = g.node("VAEDecode", samples=out[0], vae=vae)
+        g.node("SaveAnimatedWEBP", title="Save video", images=frames[0], filename_prefix="inversion_suite/bdia_wan_edit",
+               fps=16.0, lossless=False, quality=90)
+
+
 # File name = the title the template browser shows; the number sets the order.
 WORKFLOWS = {
     "01 Fixed-Point Invert - photo edit (SD1.5)": fixed_point_sd15,
@@ -609,6 +658,7 @@ WORKFLOWS = {
     "12 Fine-Tune Inversion - reconstruct a photo (SD3.5)": fine_tune_sd35,
     "13 Attention Edit - word swap keeping the photo (SD1.5)": attention_edit_sd15,
     "14 Attention Edit - value injection keeping the photo (Flux)": attention_edit_flux,
+    "15 BDIA - exact video inversion edit (Wan 2.1)": bdia_video_wan21,
 }
 
 

@@ -92,6 +92,40 @@ def degrade(img, rng):
     return Image.fromarray(a.clip(0, 255).astype(np.uint8), "RGB")
 
 
+CLIP_SIZE, CLIP_FRAMES = (320, 192), 17  # Wan: sides a multiple of 16, frames 4k + 1 (17 frames → 5 latent frames)
+
+
+def clip_frames(rng):
+    """A short clip: a red car drives left to right along a road past a tree, under a still sky (one texture for
+    every frame, so only the car changes)."""
+    w, h = CLIP_SIZE
+    t = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
+    sky = np.array((100, 155, 225), np.float32) * (1 - t) + np.array((205, 228, 245), np.float32) * t
+    back = Image.fromarray(np.broadcast_to(sky, (h, w, 3)).astype(np.uint8), "RGB")
+    d = ImageDraw.Draw(back)
+    d.polygon([(0, 110), (90, 96), (200, 106), (320, 92), (320, 192), (0, 192)], fill=(95, 150, 80))
+    d.rectangle((0, 140, w, 176), fill=(120, 120, 125))
+    d.line([(0, 158), (w, 158)], fill=(235, 235, 220), width=2)
+    d.rectangle((232, 70, 242, 120), fill=(100, 70, 45))
+    d.ellipse((205, 30, 270, 95), fill=(55, 120, 60))
+    noise = Image.fromarray((rng.random((h, w)) * 255).astype(np.uint8), "L").filter(ImageFilter.GaussianBlur(1.0))
+    n = np.asarray(noise, dtype=np.float32) / 255.0
+    grain = ((n - n.mean()) / max(float(n.std()), 1e-6) * 4.0)[..., None]
+    frames = []
+    for i in range(CLIP_FRAMES):
+        img = back.copy()
+        d = ImageDraw.Draw(img)
+        x = -20 + i * 17  # 17 px a frame: from the left edge to past the tree
+        d.rounded_rectangle((x, 138, x + 90, 162), radius=8, fill=(190, 40, 40))
+        d.polygon([(x + 18, 138), (x + 32, 122), (x + 66, 122), (x + 78, 138)], fill=(190, 40, 40))
+        d.polygon([(x + 26, 137), (x + 35, 126), (x + 48, 126), (x + 48, 137)], fill=(180, 210, 235))
+        for cx in (x + 20, x + 72):
+            d.ellipse((cx - 10, 152, cx + 10, 172), fill=(30, 30, 30))
+        a = np.asarray(img, dtype=np.float32) + grain
+        frames.append(Image.fromarray(a.clip(0, 255).astype(np.uint8), "RGB"))
+    return frames
+
+
 def images():
     """{file name: PIL image} for every example input."""
     rng = np.random.default_rng(20251012)
@@ -126,6 +160,10 @@ def main():
         path = OUT / (PREFIX + name)
         img.save(path, optimize=True)
         print(f"wrote {path.relative_to(ROOT)} ({path.stat().st_size // 1024} KiB)")
+    frames = clip_frames(np.random.default_rng(20261121))  # an animated PNG: LoadImage gives every frame
+    path = OUT / (PREFIX + "clip.png")
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=1000 // 16, loop=0, optimize=True)
+    print(f"wrote {path.relative_to(ROOT)} ({path.stat().st_size // 1024} KiB, {len(frames)} frames)")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import hostlib
 hostlib.require_comfyui()
 
 import server as server_mod  # noqa: E402
-from workflow_tools import CONTROL, check_workflow, provided_inputs, to_api, widget_slots, with_tiny_models  # noqa: E402,E501
+from workflow_tools import CONTROL, EXAMPLE_INPUTS, check_workflow, provided_inputs, to_api, widget_slots, with_tiny_models  # noqa: E402,E501
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
@@ -71,7 +71,7 @@ def test_every_node_and_family_has_a_workflow(object_info):
         used |= {n["type"] for n in workflow["nodes"]}
         families.add(w.stem.rsplit("(", 1)[-1].rstrip(")"))
     assert set(NODE_IDS) <= used, set(NODE_IDS) - used
-    assert {"SD1.5", "SD3.5", "Flux"} <= families
+    assert {"SD1.5", "SD3.5", "Flux", "Wan 2.1"} <= families
 
 
 def test_server_copies_the_example_inputs_without_overwriting(server, tmp_path):
@@ -226,4 +226,7 @@ def test_every_loaded_image_is_in_the_servers_input_folder(server):
         prompt[f"show{i}"] = {"class_type": "PreviewImage", "inputs": {"images": [f"load{i}", 0]}}
     status, result = server.run_prompt(prompt)
     assert status == 200 and result["status"]["status_str"] == "success", result
-    assert all(len(result["outputs"][f"show{i}"]["images"]) == 1 for i in range(len(names)))
+    from PIL import Image
+    frames = [getattr(Image.open(EXAMPLE_INPUTS / name), "n_frames", 1) for name in names]
+    assert [len(result["outputs"][f"show{i}"]["images"]) for i in range(len(names))] == frames  # every frame
+    assert 17 in frames and all(f % 4 == 1 for f in frames)  # the clip: 4k + 1 frames, as Wan's VAE needs

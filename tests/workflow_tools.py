@@ -240,7 +240,7 @@ CHEAP = {"BasicScheduler": {"steps": 3}, "InversionSuite_FixedPointInvert": {"ma
 def prompt_family(prompt):
     for node in prompt.values():
         if node["class_type"] == "UNETLoader":
-            return "flux"
+            return "wan21" if "wan2.1" in node["inputs"].get("unet_name", "").lower() else "flux"
         if node["class_type"] == "CheckpointLoaderSimple" and "sd3" in node["inputs"].get("ckpt_name", "").lower():
             return "sd3"
     return "sd15"
@@ -260,7 +260,7 @@ def with_tiny_models(prompt, cheap=True):
             out[key] = {"class_type": "InvTest_TinyCond", "inputs": {"family": family, "seed": seed}}
         elif kind in ("VAEEncode", "EmptyLatentImage", "EmptySD3LatentImage"):
             out[key] = {"class_type": "InvTest_TinyLatent", "inputs": {"family": family, "batch": 1}}
-        elif kind in ("SaveImage", "PreviewImage") and prompt[inputs["images"][0]]["class_type"] == "VAEDecode":
+        elif kind in ("SaveImage", "PreviewImage", "SaveAnimatedWEBP") and prompt[inputs["images"][0]]["class_type"] == "VAEDecode":
             out[key] = {"class_type": "SaveLatent",
                         "inputs": {"samples": prompt[inputs["images"][0]]["inputs"]["samples"],
                                    "filename_prefix": f"workflow_{key}"}}

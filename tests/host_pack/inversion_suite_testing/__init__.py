@@ -8,7 +8,7 @@ from comfy_api.v0_0_2 import ComfyExtension, io
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 import hostlib  # noqa: E402
 
-FAMILY = lambda: io.Combo.Input("family", options=hostlib.FAMILIES, tooltip="Tiny model family.")  # noqa: E731
+FAMILY = lambda: io.Combo.Input("family", options=hostlib.FAMILIES + ["wan21"], tooltip="Tiny model family.")  # noqa: E731
 
 
 class TinyModel(io.ComfyNode):
