@@ -2,7 +2,10 @@
 headless ComfyUI server, on the same model loaded by a loader node inside the server's execution (inference mode,
 so its weights are inference tensors). A widget changes per run so ComfyUI's cache cannot answer a run; the history
 shows each run executed the pack's nodes and succeeded; the LATENTs are finite; the test-only probe node
-(tests/host_pack) shows the loaded model unchanged after every run: weight checksum and a stock Euler run on it."""
+(tests/host_pack) shows the loaded model unchanged: its weight checksum and patches after every run, a stock Euler
+run on it after the third (bitwise the same as before any pack node ran). With the old live-module lookup in
+nodes/grad.py, run 2 of Post-Inversion Optimize and of Fine-Tune Inversion failed here ('Inference tensors cannot
+be saved for backward')."""
 import json
 
 import pytest
@@ -59,8 +62,8 @@ def node(defaults, kind, **inputs):
     return {"class_type": kind, "inputs": {**defaults[kind], **inputs}}
 
 
-def probe(tag, latent_1=None, latent_2=None, other_model=None):
-    inputs = {"family": FAMILY, "model": ["model", 0], "tag": tag}
+def probe(tag, latent_1=None, latent_2=None, other_model=None, sample=True):
+    inputs = {"family": FAMILY, "model": ["model", 0], "tag": tag, "sample": sample}
     for name, value in (("latent_1", latent_1), ("latent_2", latent_2), ("other_model", other_model)):
         if value is not None:
             inputs[name] = value
@@ -139,6 +142,9 @@ def attention_edit(d, run):
             "show": {"class_type": "PreviewAny", "inputs": {"source": ["node3", 0]}}}, [["sample", 0]]
 
 
+REPORTING = {"InversionSuite_FixedPointInvert", "InversionSuite_BDIAInvert", "InversionSuite_OscillationInvert",
+             "InversionSuite_GroupInversion", "InversionSuite_PostInversionOptimize",
+             "InversionSuite_FineTuneInversion"}
 SCENARIOS = {"FixedPointInvert": fixed_point_invert, "FixedPointInversionSampler": fixed_point_sampler,
              "BDIAInvert+BDIASampler": bdia, "OscillationInvert": oscillation, "GroupInversion": group,
              "PostInversionOptimize": post_optimize, "FineTuneInversion": fine_tune,
@@ -153,10 +159,12 @@ def cached_nodes(result):
     return {n for kind, data in result["status"]["messages"] if kind == "execution_cached" for n in data["nodes"]}
 
 
-def run_ok(server, prompt):
+def run_ok(server, prompt, what=""):
     status, result = server.run_prompt(prompt)
     assert status == 200, result
-    assert result["status"]["status_str"] == "success", json.dumps(result["status"])[-2000:]
+    errors = [f"{data.get('node_type')}: {data.get('exception_type')}: {data.get('exception_message')}"
+              for kind, data in result["status"]["messages"] if kind == "execution_error"]
+    assert result["status"]["status_str"] == "success", f"{what} failed: {errors}"
     return result
 
 
@@ -178,21 +186,24 @@ def test_three_runs_in_a_row_through_the_server(server, defaults, reference, nam
         extra, latents = built[0], built[1]
         other = built[2] if len(built) > 2 else None
         prompt = {**base(), **extra,
-                  "probe": probe(f"{name} {run}", *latents, other_model=other)}
-        result = run_ok(server, prompt)
+                  "probe": probe(f"{name} {run}", *latents, other_model=other, sample=run == 2)}
+        result = run_ok(server, prompt, f"{name} run {run + 1} of 3")
         ours = {k for k, v in prompt.items() if v["class_type"].startswith("InversionSuite_")}
-        assert ours and not ours & cached_nodes(result), f"run {run}: {ours & cached_nodes(result)} came from cache"
+        assert ours and not ours & cached_nodes(result), f"run {run + 1}: {ours & cached_nodes(result)} came from cache"
         assert "model" in cached_nodes(result)  # the same loaded model, not a reload
-        for k in ours & {"node", "invert"}:  # the inversion nodes' reports come back as UI text
-            if "text" in result["outputs"].get(k, {}):
-                assert "model calls" in result["outputs"][k]["text"][0] or "loss" in result["outputs"][k]["text"][0]
+        for k in (k for k in ours if prompt[k]["class_type"] in REPORTING):  # this run's report, as UI text
+            text = result["outputs"][k]["text"][0]
+            assert text.startswith(prompt[k]["class_type"].split("_", 1)[1])
+            assert "model calls" in text or "loss" in text
         seen = report(result)
         assert seen["tag"] == f"{name} {run}"
         for i in range(len(latents)):
             assert seen[f"latent_{i + 1}"]["finite"], (run, seen)
-        if other is not None:
-            assert seen["other_finite"], (run, seen)
         assert seen["model_id"] == reference["model_id"], "the loaded model was replaced"
-        assert (seen["weights"], seen["stock"]) == (reference["weights"], reference["stock"]), \
-            f"run {run}: the input model changed"
+        assert seen["weights"] == reference["weights"], f"run {run + 1}: the input model's weights changed"
         assert (seen["patches"], seen["object_patches"]) == (0, 0)
+    # Sampling in between would load the input model and so unpatch the previous run's clone: the runs above follow
+    # each other directly, as when a user queues a node again; the stock runs come after the third.
+    if other is not None:
+        assert seen["other_finite"], seen
+    assert seen["stock"] == reference["stock"], "a stock sampler on the input model gives another result afterwards"

@@ -68,8 +68,11 @@ class ModelProbe(io.ComfyNode):
                          description="Reports a model's weight checksum and a stock sampler run on it.",
                          inputs=[FAMILY(), io.Model.Input("model"),
                                  io.String.Input("tag", default="", tooltip="Vary it to make the probe run again."),
+                                 io.Boolean.Input("sample", default=True, tooltip="Run the stock sampler(s): this "
+                                                  "loads the model, which unpatches whatever clone was loaded."),
                                  io.Model.Input("other_model", optional=True, tooltip="Another model to sample."),
-                                 io.Latent.Input("latent_1", optional=True), io.Latent.Input("latent_2", optional=True)],
+                                 io.Latent.Input("latent_1", optional=True),
+                                 io.Latent.Input("latent_2", optional=True)],
                          outputs=[])
 
     @classmethod
@@ -80,15 +83,16 @@ class ModelProbe(io.ComfyNode):
         return samples
 
     @classmethod
-    def execute(cls, family, model, tag, other_model=None, latent_1=None, latent_2=None):
+    def execute(cls, family, model, tag, sample, other_model=None, latent_1=None, latent_2=None):
         report = {"tag": tag, "inference_mode": torch.is_inference_mode_enabled(), "model_id": id(model.model),
                   "patches": len(model.patches), "object_patches": len(model.object_patches)}
-        if other_model is not None:  # first, so the model below is loaded again after this one
+        if sample and other_model is not None:  # first, so the model below is loaded again after this one
             report["other_finite"] = bool(torch.isfinite(cls.stock(other_model, family)).all())
-        stock = cls.stock(model, family)
+        if sample:
+            stock = cls.stock(model, family)
+            report.update(stock=_digest([stock]), stock_finite=bool(torch.isfinite(stock).all()))
         weights = model.model.state_dict()
-        report.update(stock=_digest([stock]), stock_finite=bool(torch.isfinite(stock).all()),
-                      weights=_digest(weights[k] for k in sorted(weights)),
+        report.update(weights=_digest(weights[k] for k in sorted(weights)),
                       inference_weights=all(v.is_inference() for v in weights.values()))
         for name, latent in (("latent_1", latent_1), ("latent_2", latent_2)):
             if latent is not None:
