@@ -255,6 +255,21 @@ def preview(g, image, title):
     g.node("PreviewImage", title=title, images=image)
 
 
+def sd15_photo_and_prompts(g, edit):
+    """The SD1.5 photo-edit opening: stage 1 loads the model and VAE-encodes the photo, stage 2 writes the source
+    prompt, the edited prompt (the source's scene followed by ``edit``) and a negative."""
+    with g.stage("1 · Load model and photo"):
+        model, clip, vae = sd15(g)
+        latent = encode_image(g, vae, "photo.png")
+    with g.stage("2 · Prompts"):
+        scene = "a photo of a house with a tree and a blue car"
+        src = g.node("CLIPTextEncode", title="Source prompt (describes the photo)", text=f"{scene}, sunny day",
+                     clip=clip)
+        edit = g.node("CLIPTextEncode", title="Edited prompt", text=scene + edit, clip=clip)
+        neg = g.node("CLIPTextEncode", title="Negative prompt", text="blurry, low quality", clip=clip)
+    return model, clip, vae, latent, src, edit, neg
+
+
 # ---------------------------------------------------------------- one function per workflow
 def fixed_point_sd15(g):
     g.note("""
@@ -265,15 +280,7 @@ def fixed_point_sd15(g):
 
         Keep the prompts alike except for the edit; cfg 1 inverts best. The convergence picture shows each step's
         residual against the tolerance; the report is shown on the node.""")
-    with g.stage("1 · Load model and photo"):
-        model, clip, vae = sd15(g)
-        latent = encode_image(g, vae, "photo.png")
-    with g.stage("2 · Prompts"):
-        src = g.node("CLIPTextEncode", title="Source prompt (describes the photo)",
-                     text="a photo of a house with a tree and a blue car, sunny day", clip=clip)
-        edit = g.node("CLIPTextEncode", title="Edited prompt",
-                      text="a photo of a house with a tree and a blue car, snowy winter day", clip=clip)
-        neg = g.node("CLIPTextEncode", title="Negative prompt", text="blurry, low quality", clip=clip)
+    model, clip, vae, latent, src, edit, neg = sd15_photo_and_prompts(g, ", snowy winter day")
     with g.stage("3 · Invert"):
         sigmas = g.node("BasicScheduler", model=model, scheduler="simple", steps=30, denoise=1.0)
         inv = g.node("InversionSuite_FixedPointInvert", model=model, positive=src[0], latent=latent, sigmas=sigmas[0])
@@ -321,15 +328,7 @@ def fixed_point_sampler_sd15(g):
         1. **Invert**: FlipSigmas makes the schedule ascend; DisableNoise; the sampler inverts the photo's LATENT.
         2. **Regenerate**: the inverted LATENT is sampled down the original sigmas with DisableNoise and the
            edited prompt. (ε/v models only; for Flux/SD3 use Fixed-Point Invert's NOISE output.)""")
-    with g.stage("1 · Load model and photo"):
-        model, clip, vae = sd15(g)
-        latent = encode_image(g, vae, "photo.png")
-    with g.stage("2 · Prompts"):
-        src = g.node("CLIPTextEncode", title="Source prompt (describes the photo)",
-                     text="a photo of a house with a tree and a blue car, sunny day", clip=clip)
-        edit = g.node("CLIPTextEncode", title="Edited prompt",
-                      text="a photo of a house with a tree and a blue car at sunset", clip=clip)
-        neg = g.node("CLIPTextEncode", title="Negative prompt", text="blurry, low quality", clip=clip)
+    model, clip, vae, latent, src, edit, neg = sd15_photo_and_prompts(g, " at sunset")
     with g.stage("3 · Invert (flipped sigmas)"):
         sigmas = g.node("BasicScheduler", model=model, scheduler="simple", steps=30, denoise=1.0)
         flipped = g.node("FlipSigmas", sigmas=sigmas[0])

@@ -27,3 +27,12 @@ def model(family):
     """Host tier: a tiny random-weight model of ``family`` (imports ComfyUI only when a host test asks)."""
     import hostlib
     return hostlib.tiny_model(family)
+
+
+@pytest.fixture(scope="session")
+def server():
+    """Host tier: one headless ComfyUI server (``main.py --cpu``) for every server module of the run."""
+    import server as server_mod
+    s = server_mod.Server()
+    yield s
+    s.stop()

@@ -10,7 +10,6 @@ import hostlib
 
 hostlib.require_comfyui()
 
-import server as server_mod  # noqa: E402
 from workflow_tools import CONTROL, EXAMPLE_INPUTS, check_workflow, provided_inputs, to_api, widget_slots, with_tiny_models  # noqa: E402,E501
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -20,13 +19,6 @@ NODE_IDS = ["InversionSuite_FixedPointInvert", "InversionSuite_FixedPointInversi
             "InversionSuite_GroupInversion", "InversionSuite_PostInversionOptimize", "InversionSuite_FineTuneInversion",
             "InversionSuite_AttentionEditRecord", "InversionSuite_AttentionEditInject",
             "InversionSuite_AttentionEditReport"]
-
-
-@pytest.fixture(scope="module")
-def server():
-    s = server_mod.Server()
-    yield s
-    s.stop()
 
 
 @pytest.fixture(scope="module")

@@ -11,16 +11,8 @@ import hostlib
 
 hostlib.require_comfyui()
 
-import server as server_mod  # noqa: E402
 
 NODE = "5"  # the pack's node in every prompt below
-
-
-@pytest.fixture(scope="module")
-def server():
-    s = server_mod.Server()
-    yield s
-    s.stop()
 
 
 def good_prompt(node="InversionSuite_FixedPointInvert", family="sd3"):

@@ -14,16 +14,8 @@ import hostlib
 
 hostlib.require_comfyui()
 
-import server as server_mod  # noqa: E402
 
 FAMILY = "flux"  # the family whose second runs failed (in-place block additions, checkpointed gradients)
-
-
-@pytest.fixture(scope="module")
-def server():
-    s = server_mod.Server()
-    yield s
-    s.stop()
 
 
 @pytest.fixture(scope="module")
