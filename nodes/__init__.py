@@ -3,7 +3,7 @@ import logging
 import pathlib
 import shutil
 
-from .api import ComfyExtension
+from .host import ComfyExtension
 from .attention import AttentionEditInject, AttentionEditRecord, AttentionEditReport
 from .bdia import BDIAInvert, BDIASampler
 from .fixed_point import FixedPointInversionSampler, FixedPointInvert

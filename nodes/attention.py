@@ -26,7 +26,7 @@ import comfy.ldm.modules.attention as comfy_attention
 import comfy.patcher_extension
 import torch
 
-from .api import io
+from .host import io
 
 from ..core import attention as A
 from .common import CATEGORY, check_range, fail, family_signature, model_family

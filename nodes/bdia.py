@@ -1,5 +1,5 @@
 """BDIASampler and BDIAInvert: thin adapters over core.sample_bdia / invert_bdia (and O-BELM)."""
-from .api import io
+from .host import io
 import comfy.samplers
 
 from .. import core

@@ -13,6 +13,8 @@ import comfy.samplers
 import comfy.utils
 import latent_preview
 
+from .host import seed_control
+
 CATEGORY = "sampling/inversion suite"
 
 
@@ -378,16 +380,10 @@ def conditioning_inputs(io):
 
 
 def seed_input(io, tooltip):
-    """An INT `seed` whose control_after_generate widget is declared and starts at `fixed`.
-
-    The frontend gives every INT named `seed` that control, defaulting to randomize; a randomising seed
-    makes a saved workflow irreproducible and re-runs the node on every queue. Where the V3 API has the
-    ControlAfterGenerate enum (newer ComfyUI) the default is declared `fixed`; the 0.3.64 API takes only a
-    boolean, so the control is declared and the bundled workflows store `fixed` in it.
-    """
-    modes = getattr(io, "ControlAfterGenerate", None)
-    control = modes.fixed if modes is not None else True
-    return io.Int.Input("seed", default=0, min=0, max=2 ** 31 - 1, control_after_generate=control,
+    """An INT `seed` whose control_after_generate widget is declared and starts at `fixed` where the API can say so
+    (``host.seed_control``): the frontend gives every INT named `seed` that control, defaulting to randomize, which
+    makes a saved workflow irreproducible and re-runs the node on every queue."""
+    return io.Int.Input("seed", default=0, min=0, max=2 ** 31 - 1, control_after_generate=seed_control(io),
                         tooltip=tooltip + " Keep the control after generate at 'fixed' for reproducible results.")
 
 

@@ -1,6 +1,6 @@
 """FixedPointInvert and FixedPointInversionSampler: thin adapters over core.invert_fixed_point."""
 import torch
-from .api import io
+from .host import io
 
 from .. import core
 from .common import (CATEGORY, CoreSampler, InvertedNoise, check_choice, check_latent, check_range, check_samples,

@@ -11,41 +11,17 @@ save, and Flux's blocks add in place into their inputs. Through the ModelPatcher
   block inputs, and the in-place additions act on the clones. Flux needs it; SD1.x/SDXL UNets offer no
   whole-block patch point, so there it is not available.
 
-ComfyUI 0.38 also needs, and this module provides: ``training()`` (the ``in_training`` flag that turns fused
-kernels without autograd off, set around forward and backward), a non-dynamic clone under Dynamic VRAM, and a
-per-call snapshot of the block's ``transformer_options`` (the model rewrites that dict block by block).
+Newer ComfyUI (0.30+) also needs a non-dynamic clone under Dynamic VRAM and ``training()`` around forward and
+backward (both in ``host.py``, with the versions they serve), and a per-call snapshot of the block's
+``transformer_options`` (the model rewrites that dict block by block).
 """
-import contextlib
-import inspect
 import types
 
 import torch
 import torch.utils.checkpoint
 
-import comfy.model_management
-
 from .common import fail
-
-DYNAMIC_VRAM_FLAG = "--disable-dynamic-vram"
-_ABSENT = object()
-
-
-@contextlib.contextmanager
-def training():
-    """``comfy.model_management.in_training = True`` for the enclosed forward and backward passes, then the previous
-    value again (also on errors). ComfyUI 0.38's fused RoPE/AdaLN kernels, which have no autograd, are skipped only
-    while it is set; ComfyUI 0.3.64 has no such flag and reads nothing, so there it is absent again afterwards."""
-    mm = comfy.model_management
-    previous = getattr(mm, "in_training", _ABSENT)
-    mm.in_training = True
-    try:
-        yield
-    finally:
-        if previous is _ABSENT:
-            del mm.in_training
-        else:
-            mm.in_training = previous
-
+from .host import non_dynamic
 
 def _frozen(fn):
     """A copy of a closure holding its free variables' current values: ComfyUI's block wrappers read their loop
@@ -114,30 +90,6 @@ def _same(tensor):
     return tensor
 
 
-def _is_dynamic(patcher):
-    return bool(getattr(patcher, "is_dynamic", lambda: False)())
-
-
-def non_dynamic_clone(patcher, node="differentiable"):
-    """``patcher.clone(disable_dynamic=True)`` where ComfyUI's clone has that argument (0.38: Dynamic VRAM's
-    ``ModelPatcherDynamic`` applies weight wrappers on cast buffers without a copy), else a plain clone. A model
-    that stays dynamic is refused with a ValueError naming ComfyUI's flag to turn Dynamic VRAM off."""
-    hint = (f"is a Dynamic VRAM model that could not be cloned without Dynamic VRAM for gradients: start ComfyUI "
-            f"with {DYNAMIC_VRAM_FLAG}")
-    if "disable_dynamic" in inspect.signature(patcher.clone).parameters:
-        try:
-            p = patcher.clone(disable_dynamic=True)
-        except RuntimeError as error:
-            if not _is_dynamic(patcher):
-                raise
-            fail(node, "model", hint, f"'{error}'")
-    else:
-        p = patcher.clone()
-    if _is_dynamic(p):
-        fail(node, "model", hint)
-    return p
-
-
 def differentiable(patcher, checkpointing, node="differentiable"):
     """A clone of ``patcher`` through which autograd can differentiate (see the module docstring).
 
@@ -147,7 +99,7 @@ def differentiable(patcher, checkpointing, node="differentiable"):
     else the originals it backed up, else the module's), never of the live module, which may still hold another
     clone's object-patched copies (a previous run's) that ComfyUI replaces by the originals when it loads this one.
     """
-    p = non_dynamic_clone(patcher, node)
+    p = non_dynamic(patcher, lambda expected, got: fail(node, "model", expected, got))
     dm = p.model.diffusion_model
     wrapped = set()
     for name, module in dm.named_modules():

@@ -2,13 +2,14 @@
 import copy
 
 import torch
-from .api import io
+from .host import io
 
 from .. import core
 from .common import (CATEGORY, check_bool, check_finite_output, check_latent, check_range, conditioning_inputs, fail,
                      latent_weight, make_guider, model_family,
                      output_latent, run_in_guider, seed_input, state_to_latent)
-from .grad import LowRank, differentiable, dit_blocks, needs_checkpointing, training
+from .grad import LowRank, differentiable, dit_blocks, needs_checkpointing
+from .host import training
 from .oscillation import SIGMA_MAX, SIGMA_MIN, resolve_sigma
 from .plot import loss_curve, report_ui
 

@@ -1,6 +1,6 @@
 """OscillationInvert and GroupInversion: thin adapters over core.oscillation."""
 import torch
-from .api import io
+from .host import io
 import comfy.samplers
 
 from .. import core

@@ -415,7 +415,12 @@ def full_model(family, reduced, device, dtype):
     """A ModelPatcher around ``family``'s architecture built with ComfyUI's own classes, random weights."""
     import comfy.model_patcher
     import comfy.supported_models as sm
-    config = {"sd15": sm.SD15, "sdxl": sm.SDXL, "flux": sm.Flux}[family](dict((REDUCED if reduced else FULL)[family]))
+    from comfy.ldm.flux.model import FluxParams
+    from inversion_suite.nodes.host import complete_params
+    unet = dict((REDUCED if reduced else FULL)[family])
+    if family == "flux":  # the fields a newer ComfyUI's FluxParams requires (0.30+: txt_ids_dims), as detected
+        unet = complete_params(FluxParams, unet)
+    config = {"sd15": sm.SD15, "sdxl": sm.SDXL, "flux": sm.Flux}[family](unet)
     config.set_inference_dtype(dtype, None)
     model = config.get_model({}, device=device)
     g = torch.Generator(device=device).manual_seed(0)

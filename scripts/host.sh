@@ -1,44 +1,51 @@
-# Sourced by test.sh and demo.sh: find the real ComfyUI the host tier runs against, and say which.
-# Order: $COMFYUI_PATH; else the ComfyUI source tarball in ../shared/comfyui, unpacked once into .cache/;
-# else (outside this repository's CI, with network) the pinned ComfyUI commit fetched with git into .cache/;
-# else no host: the host tier is skipped with the reason printed.
-# Sets COMFYUI_PATH (exported) when a host is found; HOST_SOURCE says where it came from.
-COMFYUI_PIN=a125cd84                 # ComfyUI 0.3.64, 2025-10-12: the version the host tier is tested on
+# Sourced by test.sh: find every real ComfyUI the host tier runs against, and say which.
+# HOSTS (an array of ComfyUI source trees) holds, in this order:
+#   - every ComfyUI source tarball in ../shared/comfyui (ComfyUI-<version>*.tar.gz), newest version first, each
+#     unpacked once into .cache/ComfyUI-<version>;
+#   - $COMFYUI_PATH, when set (one more host, e.g. the ComfyUI you run);
+#   - only when neither gave one (outside this repository's CI, with network): the pinned ComfyUI 0.3.64 commit,
+#     fetched once with git into .cache/ComfyUI-git.
+# With no host at all the host tier is skipped with the reason printed; only the core tier runs.
+COMFYUI_PIN=a125cd84                 # ComfyUI 0.3.64, 2025-10-12: the fallback host fetched with git
 COMFYUI_REPO=https://github.com/comfyanonymous/ComfyUI.git
-HOST_SOURCE=""
+HOSTS=()
 _cache=.cache
-_tarball=$(ls ../shared/comfyui/ComfyUI-*.tar.gz 2>/dev/null | head -n 1 || true)
+host_version() {  # the __version__ of the ComfyUI tree $1
+  sed -n 's/^__version__ *= *"\(.*\)"/\1/p' "$1/comfyui_version.py" 2>/dev/null
+}
+for _tarball in $(ls ../shared/comfyui/ComfyUI-*.tar.gz 2>/dev/null | sort -t- -k2 -V -r); do
+  _name=$(basename "$_tarball" .tar.gz)                # ComfyUI-0.3.64-a125cd84 or ComfyUI-0.30.0
+  _version=$(echo "$_name" | cut -d- -f2)
+  _dir=$_cache/ComfyUI-$_version
+  if [ ! -f "$_dir/comfy/samplers.py" ]; then
+    echo "host: unpacking $_tarball into $_dir (once; a few seconds)"
+    _top=$(tar tzf "$_tarball" | head -n 1 | cut -d/ -f1)
+    mkdir -p "$_cache" && tar xzf "$_tarball" -C "$_cache"
+    [ "$_cache/$_top" = "$_dir" ] || mv "$_cache/$_top" "$_dir"
+  fi
+  HOSTS+=("$PWD/$_dir")
+done
 if [ -n "${COMFYUI_PATH:-}" ]; then
-  if [ -f "$COMFYUI_PATH/comfy/samplers.py" ]; then
-    HOST_SOURCE="COMFYUI_PATH"
-  else
+  if [ ! -f "$COMFYUI_PATH/comfy/samplers.py" ]; then
     echo "host: COMFYUI_PATH=$COMFYUI_PATH holds no ComfyUI (no comfy/samplers.py)" >&2
     return 1
   fi
-elif [ -n "$_tarball" ]; then
-  _name=$(basename "$_tarball" .tar.gz)              # ComfyUI-0.3.64-a125cd84
-  _dir=$_cache/${_name%-*}                            # .cache/ComfyUI-0.3.64
-  if [ ! -f "$_dir/comfy/samplers.py" ]; then
-    echo "host: unpacking $_tarball into $_dir (once; a few seconds)"
-    mkdir -p "$_cache" && tar xzf "$_tarball" -C "$_cache"
+  HOSTS+=("$(cd "$COMFYUI_PATH" && pwd)")
+fi
+if [ ${#HOSTS[@]} -eq 0 ]; then
+  if [ ! -f "$_cache/ComfyUI-git/comfy/samplers.py" ] && [ -z "${CI:-}" ] && command -v git >/dev/null \
+      && timeout 15 git ls-remote -q "$COMFYUI_REPO" HEAD >/dev/null 2>&1; then
+    echo "host: fetching ComfyUI $COMFYUI_PIN from $COMFYUI_REPO into $_cache/ComfyUI-git (once; about a minute)"
+    mkdir -p "$_cache"
+    git clone -q --filter=blob:none --no-checkout "$COMFYUI_REPO" "$_cache/ComfyUI-git"
+    git -C "$_cache/ComfyUI-git" checkout -q "$COMFYUI_PIN"
   fi
-  export COMFYUI_PATH=$PWD/$_dir
-  HOST_SOURCE="$_tarball"
-elif [ -f "$_cache/ComfyUI-git/comfy/samplers.py" ]; then
-  export COMFYUI_PATH=$PWD/$_cache/ComfyUI-git
-  HOST_SOURCE="$COMFYUI_REPO@$COMFYUI_PIN (fetched earlier)"
-elif [ -z "${CI:-}" ] && command -v git >/dev/null && timeout 15 git ls-remote -q "$COMFYUI_REPO" HEAD >/dev/null 2>&1; then
-  echo "host: fetching ComfyUI $COMFYUI_PIN from $COMFYUI_REPO into $_cache/ComfyUI-git (once; about a minute)"
-  mkdir -p "$_cache"
-  git clone -q --filter=blob:none --no-checkout "$COMFYUI_REPO" "$_cache/ComfyUI-git"
-  git -C "$_cache/ComfyUI-git" checkout -q "$COMFYUI_PIN"
-  export COMFYUI_PATH=$PWD/$_cache/ComfyUI-git
-  HOST_SOURCE="$COMFYUI_REPO@$COMFYUI_PIN"
-else
-  echo "host: no ComfyUI found (no COMFYUI_PATH, no ../shared/comfyui tarball, no network to fetch $COMFYUI_PIN):"
+  [ -f "$_cache/ComfyUI-git/comfy/samplers.py" ] && HOSTS+=("$PWD/$_cache/ComfyUI-git")
+fi
+if [ ${#HOSTS[@]} -eq 0 ]; then
+  echo "host: no ComfyUI found (no ../shared/comfyui tarball, no COMFYUI_PATH, no network to fetch $COMFYUI_PIN):"
   echo "      the host tier will be skipped; only the core tier runs"
 fi
-if [ -n "$HOST_SOURCE" ]; then
-  _version=$(sed -n 's/^__version__ *= *"\(.*\)"/\1/p' "$COMFYUI_PATH/comfyui_version.py" 2>/dev/null)
-  echo "host: ComfyUI ${_version:-?} at $COMFYUI_PATH (from $HOST_SOURCE)"
-fi
+for _h in "${HOSTS[@]}"; do
+  echo "host: ComfyUI $(host_version "$_h") at $_h"
+done

@@ -124,12 +124,18 @@ VIDEO = {"wan21", "wan22", "hunyuan_video", "ltxv", "mochi", "cosmos_predict2"}
 ALL_FAMILIES = FAMILIES + list(MORE_FAMILIES)
 
 
-def _with_new_fields(params_class, config, defaults):
-    """``config`` plus the fields a newer ComfyUI's params dataclass requires (ComfyUI 0.38's FluxParams.txt_ids_dims),
-    passed only where the running ComfyUI's dataclass has them."""
-    import dataclasses
-    names = {f.name for f in dataclasses.fields(params_class)} if dataclasses.is_dataclass(params_class) else set()
-    return {**config, **{k: v for k, v in defaults.items() if k in names and k not in config}}
+# The params dataclass a family's diffusion model is built from, where it has one: newer ComfyUI adds required fields
+# to them, which ``host.complete_params`` fills as the running ComfyUI's model detection does for a plain checkpoint.
+PARAMS = {"flux": "comfy.ldm.flux.model.FluxParams", "chroma": "comfy.ldm.chroma.model.ChromaParams",
+          "hunyuan_video": "comfy.ldm.hunyuan_video.model.HunyuanVideoParams"}
+
+
+def params_class(family):
+    import importlib
+    if family not in PARAMS:
+        return None
+    module, name = PARAMS[family].rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
 
 
 def _config(family):
@@ -139,11 +145,9 @@ def _config(family):
     else:
         name, unet = {**MORE_FAMILIES, **REFUSED_FAMILIES}[family][:2]
         unet = dict(unet)
-    if family in ("flux", "chroma"):
-        import comfy.ldm.chroma.model
-        import comfy.ldm.flux.model
-        params = comfy.ldm.flux.model.FluxParams if family == "flux" else comfy.ldm.chroma.model.ChromaParams
-        unet = _with_new_fields(params, unet, {"txt_ids_dims": []})
+    if params_class(family) is not None:
+        from inversion_suite.nodes.host import complete_params
+        unet = complete_params(params_class(family), unet)
     config = getattr(sm, name)(unet)
     if family in ("sd2_v", "sdxl"):
         config.unet_config.update(num_head_channels=16)  # 64-channel heads do not fit 32 channels
@@ -262,6 +266,7 @@ def autograd_against_difference(guider, latent, sigma, eps):
     """Through ``guider`` (stock sampling path) at ``sigma``: the directional derivative of mean(D(z, σ)²) along a
     seeded direction, by autograd and by a central difference of step ``eps``; also the gradient's norm."""
     import comfy.samplers
+    from inversion_suite.nodes.host import training
     found = {}
 
     class Probe(comfy.samplers.Sampler):
@@ -269,7 +274,7 @@ def autograd_against_difference(guider, latent, sigma, eps):
                    disable_pbar=False):
             def loss(z):
                 return model_wrap(z, sigmas[:1].clone().expand(z.shape[0]), **extra_args).square().mean()
-            with torch.inference_mode(False), torch.enable_grad():
+            with torch.inference_mode(False), torch.enable_grad(), training():  # as the nodes differentiate
                 z = latent_image.clone().requires_grad_(True)
                 loss(z).backward()
                 v = torch.randn(z.shape, generator=torch.Generator().manual_seed(0))

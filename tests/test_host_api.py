@@ -44,7 +44,7 @@ def test_falls_back_to_comfy_api_latest_without_v0_0_2():
         ext = asyncio.run(pack.comfy_entrypoint())
         nodes = asyncio.run(ext.get_node_list())
         import comfy_api.latest
-        assert sys.modules["inversion_suite.nodes.api"].io is comfy_api.latest.io
+        assert sys.modules["inversion_suite.nodes.host"].io is comfy_api.latest.io
         print(len(nodes), sorted(n.GET_SCHEMA().node_id for n in nodes)[0])
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)

@@ -24,6 +24,7 @@ from inversion_suite.nodes import grad  # noqa: E402
 from inversion_suite.nodes.bdia import BDIAInvert, BDIASampler  # noqa: E402
 from inversion_suite.nodes.common import model_family  # noqa: E402
 from inversion_suite.nodes.fixed_point import MAX_ITERATIONS, TOLERANCE, FixedPointInvert  # noqa: E402
+from inversion_suite.nodes.host import training  # noqa: E402
 from inversion_suite.nodes.optimize import FineTuneInversion, PostInversionOptimize  # noqa: E402
 from inversion_suite.nodes.oscillation import GroupInversion, OscillationInvert  # noqa: E402
 
@@ -185,7 +186,7 @@ def test_gradients_match_finite_differences(family, model):
     class Backward(comfy.samplers.Sampler):
         def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                    disable_pbar=False):
-            with torch.inference_mode(False), torch.enable_grad():
+            with torch.inference_mode(False), torch.enable_grad(), training():
                 z = latent_image.clone().requires_grad_(True)
                 try:
                     model_wrap(z, sigmas[:1].expand(z.shape[0]), **extra_args).square().mean().backward()
@@ -276,9 +277,17 @@ def _no_noise_flow(base):
 
 
 def _scaled_noise_flow(base, scale=8.0):
-    """ComfyUI 0.38's HiDream-O1 sampling as 0.3.64 lets us build it: a CONST subclass whose noise_scaling multiplies
-    the noise by ``noise_scale`` = 8."""
+    """HiDream-O1's model sampling (flow, noise scaled by 8). Where the running ComfyUI ships it (0.30+), the real one:
+    ComfyUI's own composition for HiDream-O1's config (``model_base.model_sampling`` with its ``sampling_settings``,
+    ``noise_scale`` 8 read by CONST itself). On 0.3.64, whose CONST has no noise scale, a CONST subclass that
+    multiplies the noise by ``scale``."""
+    import comfy.model_base
     import comfy.model_sampling as cms
+    import comfy.supported_models as sm
+    if hasattr(sm, "HiDreamO1"):
+        config = sm.HiDreamO1({"image_model": "hidream_o1"})
+        assert config.sampling_settings["noise_scale"] == scale
+        return comfy.model_base.model_sampling(config, comfy.model_base.ModelType.FLOW)
 
     class ScaledNoiseFlow(cms.CONST):
         noise_scale = scale
@@ -326,8 +335,8 @@ def test_refused_families_name_the_model_type(case):
 
 @pytest.mark.parametrize("method", ["fixed point", "bdia"])
 def test_flow_with_scaled_noise_hands_off_exactly(method):
-    """A flow sampling whose noise_scaling multiplies the noise by 8 (0.38 HiDream-O1): still 'flow', and the NOISE
-    hand-off to stock SamplerCustomAdvanced stays exact."""
+    """A flow sampling whose noise_scaling multiplies the noise by 8 (HiDream-O1's, real on 0.30+): still 'flow', and
+    the NOISE hand-off to stock SamplerCustomAdvanced stays exact."""
     base = hostlib.tiny_model("flux")
     model = _patched(base, _scaled_noise_flow(base))
     lat, sigmas, guider = latent("flux"), hostlib.sigmas(model, 6), hostlib.guider(model, "flux")
@@ -398,23 +407,33 @@ def test_reference_latent_conditioning_round_trips(family, model):
     assert rel(plain, lat["samples"]) > 100 * rel(rec, lat["samples"])
 
 
-def test_tiny_flux_config_gains_the_fields_newer_flux_params_require():
-    """ComfyUI 0.38's FluxParams requires txt_ids_dims: the tiny Flux config passes it only where the dataclass has
-    it (0.3.64's rejects unknown keywords)."""
+def test_tiny_configs_gain_the_fields_newer_params_dataclasses_require():
+    """``host.complete_params`` adds exactly the required fields a config lacks, with the values a plain checkpoint's
+    detected config has (0.30's model_detection: flags False, lists [], optional dims None), on a simulated newer
+    dataclass and on the running ComfyUI's own (where 0.3.64's would reject an unknown keyword, nothing is added)."""
     import dataclasses
 
     import comfy.ldm.flux.model as flux
+    from inversion_suite.nodes.host import complete_params
 
-    @dataclasses.dataclass
+    @dataclasses.dataclass(kw_only=True)
     class NewerFluxParams(flux.FluxParams):
         txt_ids_dims: list
+        use_cond_type_embedding: bool
+        vision_in_dim: int
+        tuned: float = 0.5
 
     config = {k: v for k, v in hostlib.UNET_CONFIGS["flux"].items() if k != "image_model"}
-    newer = hostlib._with_new_fields(NewerFluxParams, config, {"txt_ids_dims": []})
-    assert NewerFluxParams(**newer).txt_ids_dims == []
-    current = hostlib._with_new_fields(flux.FluxParams, config, {"txt_ids_dims": []})
-    assert ("txt_ids_dims" in current) == ("txt_ids_dims" in {f.name for f in dataclasses.fields(flux.FluxParams)})
-    flux.FluxParams(**current)
+    required = {f.name for f in dataclasses.fields(flux.FluxParams)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    added = {k: v for k, v in complete_params(NewerFluxParams, config).items() if k not in config}
+    assert added == {"txt_ids_dims": [], "use_cond_type_embedding": False, "vision_in_dim": None,
+                     **{k: None for k in required - set(config) - {"txt_ids_dims"}}}
+    NewerFluxParams(**{**config, **added})
+    for family in hostlib.PARAMS:
+        params, unet = hostlib.params_class(family), hostlib.MORE_FAMILIES.get(family, (0, hostlib.UNET_CONFIGS.get(family)))[1]
+        completed = complete_params(params, unet)
+        assert set(completed) - set(unet) <= {f.name for f in dataclasses.fields(params)}, family
 
 
 # ---------------------------------------------------------------- the README's support matrix (runs last here)

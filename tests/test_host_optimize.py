@@ -10,7 +10,8 @@ hostlib.require_comfyui()
 import comfy.model_management as mm  # noqa: E402
 import comfy.model_patcher  # noqa: E402
 
-from inversion_suite.nodes.grad import _checkpointed_block, differentiable, dit_blocks, training  # noqa: E402
+from inversion_suite.nodes.grad import _checkpointed_block, differentiable, dit_blocks
+from inversion_suite.nodes.host import training  # noqa: E402
 from inversion_suite.nodes.optimize import FineTuneInversion, PostInversionOptimize  # noqa: E402
 
 SIGMA = {"sd15": 1.0, "sd3": 0.4, "flux": 0.4}

@@ -1,0 +1,154 @@
+"""Every difference between the ComfyUI versions the pack runs on, in one module.
+
+Run by the test suite on two real hosts, ComfyUI 0.3.64 (2025-10) and 0.30.0 (mid-2026); 0.38.x/0.39.x only read from
+source (``../shared/research/comfyui-0.38.md``). Each entry names the versions it serves; the next ComfyUI release is
+this file to read.
+
+==========================================  ====================================  ===================================
+difference                                  versions                              here
+==========================================  ====================================  ===================================
+node API module                             ``comfy_api.v0_0_2`` 0.3.64–0.38,     ``io``, ``ComfyExtension``
+                                            ``comfy_api.latest`` where it is gone
+``control_after_generate`` of a seed        enum ``ControlAfterGenerate`` 0.30+;  ``seed_control(io)``
+                                            a boolean in 0.3.64
+``comfy.model_management.in_training``      0.30+ (model code takes its           ``training()``
+                                            plain-torch branch while it is set);
+                                            absent in 0.3.64
+fused comfy-kitchen kernels, no autograd    0.30+; Cosmos Predict2 and Anima      ``training()`` runs them through
+                                            call ``rms_rope_split_half`` whatever comfy-kitchen's eager backend
+                                            ``in_training`` says (0.30, 0.38)
+Dynamic VRAM (``ModelPatcherDynamic``)      0.30+ (default on GPUs in 0.38;       ``non_dynamic(patcher)``
+                                            off with ``--cpu``)
+params dataclasses with new fields          0.30+: Flux ``txt_ids_dims``, Chroma  ``complete_params(cls, config)``
+without defaults                            ``vec_in_dim``, HunyuanVideo          (tiny models of the tests and the
+                                            ``use_cond_type_embedding``, …        benchmark)
+single attention-override slot              0.38 ``set_model_optimized_attention`` ``nodes/attention.py`` refuses a
+                                            replaces the slot without chaining    replaced override
+==========================================  ====================================  ===================================
+"""
+import contextlib
+import dataclasses
+import inspect
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+import comfy.model_management
+
+try:
+    from comfy_api.v0_0_2 import ComfyExtension, io
+except ImportError:  # pragma: no cover - exercised by a test that hides v0_0_2
+    from comfy_api.latest import ComfyExtension, io
+
+__all__ = ["ComfyExtension", "io", "seed_control", "training", "non_dynamic", "complete_params", "DYNAMIC_VRAM_FLAG"]
+
+DYNAMIC_VRAM_FLAG = "--disable-dynamic-vram"
+_ABSENT = object()
+
+
+# ---------------------------------------------------------------- node API
+def seed_control(io_module=None):
+    """The ``control_after_generate`` a seed declares: ``fixed`` where the API has the ControlAfterGenerate enum
+    (0.30+), else ``True`` (0.3.64 takes only a boolean; the bundled workflows then store ``fixed``)."""
+    modes = getattr(io_module or io, "ControlAfterGenerate", None)
+    return modes.fixed if modes is not None else True
+
+
+# ---------------------------------------------------------------- gradients through model code
+def _eager_twin(func):
+    """comfy-kitchen's plain-torch implementation of one of its fused ops (``torch.ops.comfy_kitchen.*``), or None."""
+    packet = getattr(func, "overloadpacket", func)
+    name = getattr(packet, "_qualified_op_name", "")
+    if not name.startswith("comfy_kitchen::"):
+        return None
+    try:
+        import comfy_kitchen.backends.eager as eager
+    except ImportError:  # pragma: no cover - the op exists only where comfy-kitchen is installed
+        return None
+    return getattr(eager, name.split("::", 1)[1], None)
+
+
+class _UnfusedKernels(TorchFunctionMode):
+    """Sends every call of a comfy-kitchen fused op to the same op of comfy-kitchen's eager backend (plain torch,
+    the same formula), through which autograd differentiates; every other call passes unchanged. Active only inside
+    ``training()``: a plain forward anywhere else computes what ComfyUI computes."""
+
+    def __torch_function__(self, func, types_, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        twin = _eager_twin(func)
+        return (twin or func)(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def training():
+    """Forward and backward passes the pack differentiates through, on every host.
+
+    * ``comfy.model_management.in_training = True`` (0.30+), then the previous value again, also on errors; 0.3.64
+      has no such flag, so there it is absent again afterwards. Flux, Chroma, Lumina 2, HiDream, Qwen-Image, Wan and
+      LTX-Video then skip their fused kernels.
+    * comfy-kitchen's fused ops (no autograd formula) that model code calls whatever the flag says (Cosmos
+      Predict2's and Anima's ``rms_rope_split_half``, 0.30 and 0.38) run through comfy-kitchen's eager backend.
+    """
+    mm = comfy.model_management
+    previous = getattr(mm, "in_training", _ABSENT)
+    mm.in_training = True
+    try:
+        with _UnfusedKernels():
+            yield
+    finally:
+        if previous is _ABSENT:
+            del mm.in_training
+        else:
+            mm.in_training = previous
+
+
+def _is_dynamic(patcher):
+    return bool(getattr(patcher, "is_dynamic", lambda: False)())
+
+
+def non_dynamic(patcher, fail):
+    """A clone of ``patcher`` that is not a Dynamic VRAM patcher (gradients need weights cast to fresh copies).
+
+    * 0.30+, dynamic: ``get_non_dynamic_delegate()``, which loads the non-dynamic copy once and caches it on the
+      patcher (0.38 loads it from disk otherwise, on every run); else ``clone(disable_dynamic=True)``;
+    * otherwise (0.3.64, ``--cpu``, a non-dynamic patcher): a plain ``clone()``.
+    A model that stays dynamic is refused through ``fail(expected, got)`` naming ComfyUI's flag to turn Dynamic VRAM
+    off."""
+    hint = (f"is a Dynamic VRAM model that could not be cloned without Dynamic VRAM for gradients: start ComfyUI "
+            f"with {DYNAMIC_VRAM_FLAG}")
+    if not _is_dynamic(patcher):
+        p = patcher.clone()
+    else:
+        try:
+            if callable(getattr(patcher, "get_non_dynamic_delegate", None)):
+                p = patcher.get_non_dynamic_delegate()
+            elif "disable_dynamic" in inspect.signature(patcher.clone).parameters:
+                p = patcher.clone(disable_dynamic=True)
+            else:
+                p = patcher.clone()
+        except RuntimeError as error:
+            fail(hint, f"'{error}'")
+    if _is_dynamic(p):
+        fail(hint, None)
+    return p
+
+
+# ---------------------------------------------------------------- model construction (tests, benchmark)
+def _plain_value(annotation):
+    """The value ComfyUI's model detection gives a plain checkpoint for a field an older ComfyUI did not have (0.30's
+    model_detection.py: ``vec_in_dim``/``vision_in_dim`` None, ``use_cond_type_embedding``/``meanflow_sum`` False,
+    ``txt_ids_dims`` []): off for a flag, empty for a list, absent (None) for anything else."""
+    name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    return False if name == "bool" else [] if name.lower().startswith("list") else None
+
+
+def complete_params(params_class, config):
+    """``config`` plus every field the running ComfyUI's params dataclass requires (no default) that ``config``
+    lacks, with the value a plain checkpoint's detected config gives it (``_plain_value``); nothing is added where
+    the class is not a dataclass or already has the field."""
+    if not dataclasses.is_dataclass(params_class):
+        return dict(config)
+    missing = {f.name: _plain_value(f.type) for f in dataclasses.fields(params_class)
+               if f.name not in config and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING}
+    return {**config, **missing}
