@@ -166,11 +166,20 @@ def check_samples(node, name, samples, model):
 
 
 def check_latent(node, name, latent, model):
-    """A LATENT dict with a 'samples' tensor that ``check_samples`` accepts; returns the samples."""
+    """A LATENT dict with a 'samples' tensor that ``check_samples`` accepts, and on which the model's own
+    ``noise_scaling`` runs (what every node hands its result back through), before any model call; returns the
+    samples."""
     samples = latent["samples"] if isinstance(latent, dict) and "samples" in latent else None
     if not torch.is_tensor(samples):
         fail(node, name, "must be a LATENT with a 'samples' tensor")
-    return model_shape(node, name, check_samples(node, name, samples, model), model)
+    samples = model_shape(node, name, check_samples(node, name, samples, model), model)
+    model_sampling = model_object(model, "model_sampling")
+    try:
+        latent_weight(model_sampling, 0.5, samples.shape)
+    except (IndexError, RuntimeError, TypeError, ValueError) as error:
+        fail(node, name, f"must be a latent this model's sampling ({sampling_type(model_sampling)}) can noise",
+             f"shape {list(samples.shape)}, on which its noise_scaling fails: {error}")
+    return samples
 
 
 def check_sigmas(node, sigmas, name="sigmas", direction=None):
@@ -313,10 +322,12 @@ def _sigma(s):
     return torch.tensor(float(s), dtype=torch.float32)
 
 
-def latent_weight(model_sampling, sigma):
+def latent_weight(model_sampling, sigma, shape=(1, 1, 1, 1)):
     """The weight of the latent in ``noise_scaling(σ, 0, L)`` (1 for ε/v models, 1 − σ for flow); 1 where it
-    vanishes (flow at σ = 1), where the raw state is stored instead."""
-    weight = float(model_sampling.noise_scaling(_sigma(sigma), torch.zeros(1), torch.ones(1)).flatten()[0])
+    vanishes (flow at σ = 1), where the raw state is stored instead. Probed on one image of the latent's ``shape``:
+    a sampling may read the latent's size (0.38's SenseNova scales its noise by the resolution)."""
+    one = (1,) + tuple(shape[1:])
+    weight = float(model_sampling.noise_scaling(_sigma(sigma), torch.zeros(one), torch.ones(one)).flatten()[0])
     return weight if weight > 1e-6 else 1.0
 
 
@@ -326,7 +337,7 @@ def state_to_latent(model_sampling, process_out, x, sigma):
     Where that is impossible (flow models at σ = 1, where the latent's weight is 0) the raw state is returned;
     use the NOISE output there.
     """
-    return process_out(x.float().cpu() / latent_weight(model_sampling, sigma))
+    return process_out(x.float().cpu() / latent_weight(model_sampling, sigma, x.shape))
 
 
 class InvertedNoise:

@@ -126,7 +126,7 @@ class PostInversionOptimize(io.ComfyNode):
         grad_guider, grad_patcher, ms, flow, sigma, checkpointing = prepare(node, guider, sigma, sigma_mode,
                                                                            gradient_checkpointing)
         process_in = grad_patcher.get_model_object("process_latent_in")
-        scale = latent_weight(ms, sigma)
+        scale = latent_weight(ms, sigma, samples.shape)
         found = {"losses": [], "summary": {}}
 
         def run(model_fn, x, sigmas, extra_args, callback):
@@ -209,7 +209,7 @@ class FineTuneInversion(io.ComfyNode):
         if not adapters:
             fail(node, "model", "has no attention query/key projections to adapt")
         process_in = grad_patcher.get_model_object("process_latent_in")
-        scale = latent_weight(ms, sigma)
+        scale = latent_weight(ms, sigma, samples.shape)
         losses = []
 
         def run(model_fn, x, sigmas, extra_args, callback):

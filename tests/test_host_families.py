@@ -357,6 +357,71 @@ def test_flow_with_scaled_noise_hands_off_exactly(method):
     assert rel(rec, lat["samples"]) <= (1e-4 if method == "bdia" else 1e-2)
 
 
+def _resolution_noise_flow(base):
+    """A flow sampling whose noise scale depends on the latent's height and width, read from ``latent_image.shape``
+    as ComfyUI 0.38's SenseNova sampling does (scale √(⌈h/2⌉·⌈w/2⌉ / 4) here: 2 on an 8×8 latent, ½ on a 1×1
+    probe): a 1-D probe has no such axes."""
+    import math
+
+    import comfy.model_sampling as cms
+
+    class ResolutionNoiseFlow(cms.CONST):
+        def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
+            scale = math.sqrt(math.ceil(latent_image.shape[-2] / 2) * math.ceil(latent_image.shape[-1] / 2) / 4)
+            sigma = sigma.reshape(sigma.shape[:1] + (1,) * (noise.ndim - 1))
+            return sigma * (scale * noise) + (1.0 - sigma) * latent_image
+
+    class ModelSampling(cms.ModelSamplingFlux, ResolutionNoiseFlow):
+        pass
+    return ModelSampling(base.model.model_config)
+
+
+def test_resolution_dependent_noise_scale_runs_every_node():
+    """A sampling that reads the latent's height and width in noise_scaling (0.38's SenseNova): every node that
+    hands a state back as a LATENT runs (the inverting nodes used to crash with an IndexError after the whole
+    inversion), and the NOISE hand-off to stock SamplerCustomAdvanced stays exact at the latent's own scale (2 here)."""
+    base = hostlib.tiny_model("flux")
+    model = _patched(base, _resolution_noise_flow(base))
+    lat, sigmas, guider = latent("flux"), hostlib.sigmas(model, 6), hostlib.guider(model, "flux")
+    with torch.inference_mode():
+        inverted, noise, _ = FixedPointInvert.execute(model=model, latent=lat, sigmas=sigmas, guider=guider,
+                                                      **SOLVER).args[:3]
+        rec = hostlib.stock_sample(noise, guider, hostlib.euler(), sigmas, hostlib.empty_like(lat))
+        n = noise.generate_noise(hostlib.empty_like(lat))
+        bnoise, inversion, _, _ = BDIAInvert.execute(model=model, latent=lat, sigmas=sigmas, method="bdia",
+                                                     gamma=0.96, guider=guider).args
+        brec = hostlib.stock_sample(bnoise, guider, BDIASampler.execute(method="bdia", gamma=0.96,
+                                                                        inversion=inversion).args[0],
+                                    sigmas, hostlib.empty_like(lat))
+        centres = OscillationInvert.execute(model=model, latent=lat, guider=guider, **OSCILLATION).args[0]
+        optimized = PostInversionOptimize.execute(model=model, latent=lat, target_1=lat, weight_1=1.0, weight_2=0.0,
+                                                  steps=1, rounds=1, lr_noise=0.05, lr_image=0.01,
+                                                  gradient_checkpointing=True, guider=guider, **FIXED).args[0]
+    assert rel(n * 2 * float(sigmas[0]), noise.x) <= 1e-6  # the stock sampler starts from σ·2·n on an 8×8 latent
+    assert rel(rec, lat["samples"]) <= 1e-2 and rel(brec, lat["samples"]) <= 1e-4
+    assert inverted["samples"].shape == lat["samples"].shape and torch.isfinite(inverted["samples"]).all()
+    assert torch.isfinite(centres["samples"]).all() and torch.isfinite(optimized["samples"]).all()
+
+
+def test_a_sampling_that_cannot_noise_the_latent_is_refused_before_any_model_call():
+    """A noise_scaling that fails on the latent's shape is a ValueError naming the node and the input, before any
+    model call, not a traceback after the inversion."""
+    import comfy.model_sampling as cms
+    base = hostlib.tiny_model("flux")
+
+    class ThirdsOnly(cms.ModelSamplingFlux, cms.CONST):  # a sampling with a rule on the size (1×1 probes pass)
+        def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
+            if latent_image.shape[-1] > 1 and latent_image.shape[-1] % 3:
+                raise ValueError("the latent's width must be a multiple of 3")
+            return super().noise_scaling(sigma, noise, latent_image, max_denoise)
+    model, calls = hostlib.counting(_patched(base, ThirdsOnly(base.model.model_config)))
+    with torch.inference_mode(), pytest.raises(ValueError, match=r"FixedPointInvert: input 'latent' must be a latent "
+                                                                 r"this model's sampling .* can noise"):
+        FixedPointInvert.execute(model=model, latent=latent("flux"), sigmas=hostlib.sigmas(model, 4),
+                                 guider=hostlib.guider(model, "flux"), **SOLVER)
+    assert calls == []
+
+
 # ---------------------------------------------------------------- video latents
 @pytest.mark.parametrize("family", ["wan21", "qwen_image"], indirect=True)
 def test_image_latent_on_a_video_family_gets_the_time_axis(family, model):

@@ -308,3 +308,76 @@ def test_dynamic_vram_model_that_stays_dynamic_is_refused(cls):
     with pytest.raises(ValueError, match=r"FineTuneInversion: input 'model' is a Dynamic VRAM model .*"
                                          r"--disable-dynamic-vram"):
         fine_tune(dynamic, "sd3")
+
+
+class DynamicWithDelegate(comfy.model_patcher.ModelPatcher):
+    """0.30/0.38's ModelPatcherDynamic, simulated: ``clone(disable_dynamic=True)`` without a model override runs the
+    checkpoint loader again (``cached_patcher_init``: a disk read and a second copy of the model in RAM), while
+    ``get_non_dynamic_delegate()`` does that once and caches the loaded model for later clones."""
+    loads = 0
+
+    def is_dynamic(self):
+        return True
+
+    def clone(self, disable_dynamic=False, model_override=None):
+        n = super().clone()
+        if disable_dynamic:
+            if model_override is None:
+                DynamicWithDelegate.loads += 1
+                model_override = self.model
+            n.__class__, n.model = comfy.model_patcher.ModelPatcher, model_override
+        return n
+
+    def get_non_dynamic_delegate(self):
+        p = self.clone(disable_dynamic=True, model_override=getattr(self, "delegate_model", None))
+        self.delegate_model = p.model
+        return p
+
+
+def test_dynamic_vram_model_is_loaded_once_for_gradients():
+    """Under Dynamic VRAM the optimisation nodes take ComfyUI's cached non-dynamic delegate: the checkpoint is loaded
+    once, not on every run (0.38's ``clone(disable_dynamic=True)`` reloads it from disk each time)."""
+    dynamic = as_patcher(DynamicWithDelegate, served("sd3"))
+    DynamicWithDelegate.loads = 0
+    for _ in range(2):
+        optimized = optimize(dynamic, "sd3", steps=2, rounds=1)[0]
+        fine_tune(dynamic, "sd3")
+        assert torch.isfinite(optimized["samples"]).all()
+    assert DynamicWithDelegate.loads == 1
+
+
+def test_training_differentiates_fused_kernels_and_leaves_plain_forwards_alone():
+    """comfy-kitchen's fused RoPE + RMS norm (ComfyUI 0.30+; Cosmos Predict2 and Anima call it whatever
+    ``in_training`` says) has no autograd formula: inside ``training()`` it runs through comfy-kitchen's eager backend,
+    with the same forward value and a gradient equal to a finite difference; outside, calls pass unchanged (the same
+    error as before). On a host without comfy-kitchen (0.3.64) ``training()`` sets and removes ``in_training``."""
+    try:
+        import comfy_kitchen as ck
+    except ImportError:
+        with training():
+            assert mm.in_training is True
+        assert not hasattr(mm, "in_training")
+        return
+    from comfy_kitchen.backends import eager
+    g = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(1, 2, 6, 8, generator=g) for _ in range(2))
+    angles = torch.randn(1, 1, 6, 4, generator=g)
+    c, s = angles.cos(), angles.sin()                        # rotation matrices [1, 1, T, D/2, 2, 2]
+    freqs = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
+    scale = torch.rand(8, generator=g) + 0.5
+    plain = ck.rms_rope_split_half(q, k, freqs, scale, scale, 1e-6)
+    qg = q.clone().requires_grad_(True)
+    with pytest.raises(RuntimeError, match="no autograd formula"):
+        sum(t.square().sum() for t in ck.rms_rope_split_half(qg, k, freqs, scale, scale, 1e-6)).backward()
+    with training():
+        out = ck.rms_rope_split_half(qg, k, freqs, scale, scale, 1e-6)
+        sum(t.square().sum() for t in out).backward()
+    assert all(torch.allclose(a, b, rtol=1e-6, atol=1e-6) for a, b in zip(out, plain))
+    v = torch.randn(q.shape, generator=g)
+
+    def loss(x):  # the same formula in float64
+        return float(sum(t.square().sum() for t in eager.rms_rope_split_half(
+            x, k.double(), freqs.double(), scale.double(), scale.double(), 1e-6)))
+    fd = (loss(q.double() + 1e-6 * v.double()) - loss(q.double() - 1e-6 * v.double())) / 2e-6
+    assert abs(float((qg.grad * v).sum()) - fd) <= 1e-4 * abs(fd)
+    assert not torch._C._is_torch_function_mode_enabled()

@@ -11,6 +11,7 @@ with the node's name and names one of its inputs. Two drivers: a sweep that trie
 up to three cases on every family, with a fixed example budget.
 """
 import math
+import re
 
 import pytest
 import torch
@@ -483,3 +484,27 @@ def test_declared_range_is_what_the_node_accepts(name):
             except ValueError as e:
                 refused.append(f"{key} {label}: {e}")
     assert not refused, "\n".join(refused)
+
+
+@pytest.mark.parametrize("family, batch", [("sd15", 1), ("flux", 3), ("wan21", 1)])
+def test_noise_with_a_latent_of_another_batch_is_refused_alike(family, batch):
+    """Fixed-Point Invert's and BDIA Invert's NOISE given to stock SamplerCustomAdvanced with a latent of another batch
+    size: the same ValueError from both, naming the node, the sampler's latent_image and the inverted shape, before
+    any model call (the video family gets an image latent, as EmptyLatentImage gives)."""
+    from inversion_suite.nodes.fixed_point import FixedPointInvert
+    model = hostlib.tiny_model(family)
+    lat, sigmas = hostlib.image_latent(family, batch=2, size=8), hostlib.sigmas(model, 3)
+    with torch.inference_mode():
+        noises = {"FixedPointInvert": FixedPointInvert.execute(
+            model=model, latent=lat, sigmas=sigmas, max_iterations=2, tolerance=1e-4, criterion="intra-path",
+            anderson_window=3, perturbation=1.0, seed=0, guider=hostlib.guider(model, family)).args[1],
+            "BDIAInvert": BDIAInvert.execute(model=model, latent=lat, sigmas=sigmas, method="bdia", gamma=0.96,
+                                             guider=hostlib.guider(model, family)).args[0]}
+        other = {"samples": torch.zeros(batch, *lat["samples"].shape[1:2], *lat["samples"].shape[-2:])}
+        counted, calls = hostlib.counting(model)
+        for node, noise in noises.items():
+            shape = list(noise.x.shape)
+            with pytest.raises(ValueError, match=rf"^{node}: input 'latent_image \(of the sampler using this NOISE\)' "
+                                                 rf"must have the inverted shape {re.escape(str(shape))}"):
+                hostlib.stock_sample(noise, hostlib.guider(counted, family), hostlib.euler(), sigmas, other)
+    assert calls == []
