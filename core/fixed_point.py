@@ -82,7 +82,7 @@ def _rel(a, b):
 @torch.no_grad()
 def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable=None, max_iter=10, tol=1e-6,
                        criterion="intra", anderson=3, perturbation=1.0, flow=False, generator=None,
-                       diagnostics=None, shrink=True):
+                       diagnostics=None, shrink=True, on_call=None):
     """Invert along ascending ``sigmas`` (σ_0 may be 0), solving each step by fixed-point iteration.
 
     Every image of the batch stops as soon as its own criterion is below ``tol``; with ``shrink`` (the default)
@@ -111,6 +111,9 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
             (images that met ``tol``), the final intra-path residual and (``"inter"``) the inter-path loss, each the
             worst over the batch, and ``trace``: per iteration, the worst intra-path and inter-path values over the
             images still iterating.
+        on_call: optional ``on_call(held, used)`` before every model call: ``held`` the rows of the call's batch as
+            indices into the images (``b + i`` for image i's second path), ``used`` the rows whose result the iteration
+            takes (with ``shrink`` the same; without it the images still iterating).
 
     Returns: the latent at ``sigmas[-1]``.
     """
@@ -138,6 +141,8 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
             rows = torch.cat([active, active + b]) if two_paths else active
             whole = rows.numel() == z.shape[0]
             zr = z if whole else z[rows]
+            if on_call is not None:
+                on_call(rows if shrink else torch.arange(z.shape[0], device=z.device), rows)
             if shrink:
                 denoised = model(zr, batch_sigma(zr, sigma_next), **extra_args)
                 calls, evaluations = calls + 1, evaluations + rows.numel()

@@ -17,7 +17,14 @@ so that the edited regeneration uses it. The hooks, all on clones, never on the 
 
 The mathematics is in ``..core.attention``. What is stored is keyed by (layer, step), where a step is the
 position of σ in the descending schedule: the inversion's ascending run and the regeneration agree on it.
-The last call at a σ wins, which after a fixed-point inversion is the converged iterate.
+Per image, the last call at a σ wins, which after a fixed-point inversion is the converged iterate. The
+fixed-point inversion drops converged images from later calls; it names the images each call holds
+(``transformer_options[BATCH_ROWS]``) and the record scatters their rows into storage for the whole batch.
+
+The DiT edit lives in ComfyUI's single override slot. A node placed after Record/Inject that fills the slot
+without chaining (ComfyUI 0.38's Model Attention Backend, ``ModelPatcher.set_model_optimized_attention``) would
+make the edit a silent plain regeneration; sampling refuses it before the first model call, and every model
+call checks that the override saw the blocks it stamped.
 """
 import math
 import weakref
@@ -30,6 +37,7 @@ from .host import io
 
 from ..core import attention as A
 from .common import CATEGORY, check_range, fail, family_signature, model_family
+from .fixed_point import BATCH_ROWS
 
 CONFIG = "inversion_suite_attention_edit"  # transformer_options key holding the EditConfig
 STAMP = "inversion_suite_attention_block"  # transformer_options key holding the current DiT block
@@ -111,6 +119,7 @@ class AttentionRecord:
         self.cross, self.self_attention, self.keys = cross and arch == "unet", self_attention, keys and arch == "dit"
         self.offload_device = patcher.offload_device
         self.data, self.schedule, self.shape, self.on_device = {}, None, None, 0
+        self.missing = {}  # key → bool [B]: images not yet written at that key (entries filled call by call)
         self.evaluations = {"record": 0, "inject": 0}
 
     def __deepcopy__(self, memo):
@@ -118,6 +127,7 @@ class AttentionRecord:
 
     def begin(self, sigmas, shape):
         self.data.clear()
+        self.missing.clear()
         self.on_device = 0
         self.schedule, self.shape = [float(s) for s in sigmas], tuple(shape)
         self.evaluations["record"] = 0
@@ -126,8 +136,30 @@ class AttentionRecord:
         return {"self": self.self_attention and self.arch == "unet", "cross": self.cross,
                 "v": self.self_attention and self.arch == "dit", "k": self.keys}[what]
 
-    def put(self, key, tensor):
+    def put(self, key, tensor, images=None):
+        """Store ``tensor``, the rows of every image of the run in order, under ``key``; with ``images`` (indices
+        into the run's batch, one per row of ``tensor``) write those images' rows only and keep the others."""
         t = tensor.detach()
+        batch = self.shape[0] if self.shape else None
+        if images is not None and batch is not None:
+            full = self.data.get(key)
+            if full is None or full.shape[0] != batch or full.shape[1:] != t.shape[1:]:
+                self.missing[key] = torch.ones(batch, dtype=torch.bool)
+                self.keep(key, t.new_zeros((batch,) + tuple(t.shape[1:])))
+                full = self.data[key]
+            elif full.is_inference() and not torch.is_inference_mode_enabled():
+                full = self.data[key] = full.clone()  # written in place below
+            full.index_copy_(0, images.to(full.device), t.to(full))
+            missing = self.missing.get(key)
+            if missing is not None:
+                missing[images.cpu()] = False
+                if not bool(missing.any()):
+                    del self.missing[key]
+            return
+        self.missing.pop(key, None)
+        self.keep(key, t)
+
+    def keep(self, key, t):
         size = t.numel() * t.element_size()
         old = self.data.pop(key, None)
         if old is not None and old.device == t.device:
@@ -140,8 +172,16 @@ class AttentionRecord:
             self.data[key] = t.clone()
             self.on_device += size
 
-    def fetch(self, key, sigma, like):
+    def fetch(self, key, sigma, like, images=None):
+        """The stored tensor at ``key``, cast like ``like``; with ``images`` only those images' rows."""
         t = self.data.get(key)
+        missing = self.missing.get(key)
+        if missing is not None and bool(missing[slice(None) if images is None else images.cpu()].any()):
+            fail(INJECT, "record", f"holds {key[0]} attention for layer {layer_name(key[1])} at step {key[2]} "
+                                   f"(σ={sigma:.4g}) for some images only (missing: "
+                                   f"{missing.nonzero().flatten().tolist()})")
+        if t is not None and images is not None:
+            t = t[images.to(t.device)]
         if t is None:
             fail(INJECT, "record", f"holds no {key[0]} attention for layer {layer_name(key[1])} at step {key[2]} "
                                    f"(σ={sigma:.4g}): the recorded run never evaluated the model there (regenerate "
@@ -183,7 +223,11 @@ class EditConfig:
     def __init__(self, record=None, inject=None):
         self.record, self.inject = record, inject
         self.batch = None  # images in the current run's latent (set when it starts)
+        self.node, self.arch = None, None  # the node that made this MODEL, 'unet'/'dit' (set by install)
+        self.stamped = self.seen = 0  # DiT blocks stamped; stamped blocks whose attention reached the override
+        self.checked = None  # the last optimized_attention_override found to be (or to hold) the pack's
         self._position = (None, None, None)
+        self._rows = (None, {})
 
     def __deepcopy__(self, memo):
         return self
@@ -195,12 +239,46 @@ class EditConfig:
             self._position = (sigmas, schedule, (sigma, values, A.step_index(sigma, values)))
         return self._position[2]
 
+    def rows(self, options, batch, start=0, used_only=False):
+        """The rows of one chunk of a model call (``batch`` rows from ``start``) that are the run's images:
+        ``(take, images)``, ``take`` indexing the call's batch and ``images`` the images of the run they are (None:
+        images 0, 1, … in order, ``take`` a slice).
+
+        Stock samplers call the model on every image in order; a call that batches more (the fixed-point
+        inversion's second, perturbed path) holds them first. The fixed-point inversion names the images each of
+        its calls holds (``options[BATCH_ROWS]`` = (held, used), ``b + i`` for image i's second path), since it
+        drops converged images; ``used_only`` keeps the rows whose result it uses."""
+        n = self.batch or batch
+        named = options.get(BATCH_ROWS)
+        if named is None:
+            return slice(start, start + min(batch, n)), None
+        if self._rows[0] is not named:
+            self._rows = (named, {})
+        cache = self._rows[1]
+        key = (batch, start, used_only)
+        if key not in cache:
+            held, used = (r.cpu() for r in named)
+            if held.numel() != batch:
+                fail(self.node or RECORD, "model", f"got a model call of {batch} rows per chunk where the inversion "
+                                                   f"evaluates {held.numel()} (a node between them changed the "
+                                                   f"batch)")
+            keep = held < n
+            if used_only:
+                keep &= torch.isin(held, used)
+            take = keep.nonzero().flatten()
+            images = held[take]
+            if images.numel() == n and bool((take == torch.arange(n)).all()) and bool((images == take).all()):
+                cache[key] = slice(start, start + n), None
+            else:
+                cache[key] = take + start, images
+        return cache[key]
+
 
 class CallState:
     """Per model call: σ's step, the number of steps and the batch rows of the (first) positive chunk."""
 
     def __init__(self, options):
-        self.config = options.get(CONFIG)
+        self.config, self.options = options.get(CONFIG), options
         sigmas, schedule = options.get("sigmas"), options.get("sample_sigmas")
         self.step = None
         if self.config is None or sigmas is None or schedule is None:
@@ -211,12 +289,10 @@ class CallState:
         self.chunk = chunks.index(0) if 0 in chunks else None
         self.chunks = len(chunks)
 
-    def rows(self, batch):
-        """The positive chunk's rows; of a call that batches more than the run's images (the fixed-point
-        inversion's second, perturbed path) only the first ``config.batch`` rows, the main path."""
+    def rows(self, batch, used_only=False):
+        """The positive chunk's rows that are the run's images: ``(take, images)`` (``EditConfig.rows``)."""
         b = batch // self.chunks
-        n = min(b, self.config.batch or b)
-        return slice(self.chunk * b, self.chunk * b + n)
+        return self.config.rows(self.options, b, self.chunk * b, used_only)
 
     def blends(self, layer):
         plan = self.config.inject
@@ -249,22 +325,24 @@ def unet_hook(what, layer, previous):
         blend = what == "cross" and state.blends(layer)
         if not (inject or record or blend):
             return plain(q, k, v, extra)
-        rows = state.rows(q.shape[0])
+        rows, images = state.rows(q.shape[0])
         if what == "self":
             if inject:
                 source = state.config.inject.source
                 q, k = q.clone(), k.clone()
-                pair = source.fetch(("self", layer, state.step), state.sigma, torch.stack([q[rows], k[rows]], 1))
+                pair = source.fetch(("self", layer, state.step), state.sigma, torch.stack([q[rows], k[rows]], 1),
+                                    images)
                 q[rows], k[rows] = pair[:, 0], pair[:, 1]
             if record:
-                state.config.record.put(("self", layer, state.step), torch.stack([q[rows], k[rows]], 1))
+                rows, images = state.rows(q.shape[0], used_only=True)
+                state.config.record.put(("self", layer, state.step), torch.stack([q[rows], k[rows]], 1), images)
             return plain(q, k, v, extra)
         heads = extra["n_heads"]
         probs = A.attention_probs(q, k, heads)
         if inject:
             plan = state.config.inject
             edit = probs[rows]
-            source = plan.source.fetch(("cross", layer, state.step), state.sigma, edit)
+            source = plan.source.fetch(("cross", layer, state.step), state.sigma, edit, images)
             if plan.alignment is not None and plan.alignment.numel() != edit.shape[-1]:
                 fail(INJECT, "clip", f"tokenizes the prompts to {plan.alignment.numel()} tokens; the model's text "
                                      f"context has {edit.shape[-1]}")
@@ -273,12 +351,15 @@ def unet_hook(what, layer, previous):
             probs[rows] = A.p2p_cross(source, edit, plan.mode, None if plan.alignment is None else
                                       plan.alignment.to(edit.device), scales)
         if record:
-            state.config.record.put(("cross", layer, state.step), probs[rows].to(q.dtype))
+            taken, recorded = state.rows(q.shape[0], used_only=True)
+            state.config.record.put(("cross", layer, state.step), probs[taken].to(q.dtype), recorded)
         if blend:
             plan = state.config.inject
             words = plan.scratch.setdefault(state.step, [])
             words.append(("edit", probs[rows][..., plan.blend[1]]))
             source = plan.source.data.get(("cross", layer, state.step))
+            if source is not None and images is not None:
+                source = source[images.to(source.device)]
             if source is not None and source.shape[:3] == probs[rows].shape[:3]:
                 words.append(("source", source[..., plan.blend[0]].to(probs)))
         return A.attend(probs, v, heads)
@@ -305,6 +386,7 @@ def dit_stamp(kind, index, previous):
                 text = options["img_slice"][0]
             else:
                 text = options.get(TEXT_LENGTH, 0)
+            options[CONFIG].stamped += 1
             options = dict(options)
             options[STAMP] = BlockStamp(kind, index, text)
             args = dict(args)
@@ -332,21 +414,23 @@ def dit_override(previous):
         if stamp.calls > 1:  # only the block's joint attention (SD3.5's extra image self-attention declines)
             return run(q, k, v)
         state, layer = CallState(options), stamp.layer
+        if state.config is not None:
+            state.config.seen += 1
         dim = 2 if skip_reshape else 1
         tensors = {"v": v, "k": k}
         for what in ("v", "k"):
             t = tensors[what]
             if state.injects(what, layer):
-                rows = state.rows(t.shape[0])
+                rows, images = state.rows(t.shape[0])
                 image = t[rows].narrow(dim, stamp.text, t.shape[dim] - stamp.text)
-                source = state.config.inject.source.fetch((what, layer, state.step), state.sigma, image)
+                source = state.config.inject.source.fetch((what, layer, state.step), state.sigma, image, images)
                 t = t.clone()
                 t[rows] = A.replace_tokens(t[rows], source, stamp.text, dim)
                 tensors[what] = t
             if state.records(what, layer):
-                rows = state.rows(t.shape[0])
+                rows, images = state.rows(t.shape[0], used_only=True)
                 state.config.record.put((what, layer, state.step),
-                                        t[rows].narrow(dim, stamp.text, t.shape[dim] - stamp.text))
+                                        t[rows].narrow(dim, stamp.text, t.shape[dim] - stamp.text), images)
         return run(q, tensors["k"], tensors["v"])
     override.inversion_suite_hook = True
     return override
@@ -376,22 +460,89 @@ def post_cfg(args):
         if masks:
             mask = torch.stack(masks).amax(0)
             plan.masks.append(mask)
-            source = plan.source.fetch(("denoised", LATENT_KEY, step), sigma, denoised)
-            denoised = A.blend(source, denoised, mask)
+            rows, images = config.rows(options, denoised.shape[0])
+            edit = denoised[rows]
+            source = plan.source.fetch(("denoised", LATENT_KEY, step), sigma, edit, images)
+            denoised = denoised.clone()
+            denoised[rows] = A.blend(source, edit, mask)
     if config.record is not None:  # the run's images (not the fixed-point inversion's second path)
-        config.record.put(("denoised", LATENT_KEY, step), denoised[:config.batch or denoised.shape[0]])
+        rows, images = config.rows(options, denoised.shape[0], used_only=True)
+        config.record.put(("denoised", LATENT_KEY, step), denoised[rows], images)
     return denoised
 
 
 post_cfg.inversion_suite_hook = True
 
 
+# ---------------------------------------------------------------- the DiT override slot
+TITLES = {RECORD: "Attention Edit: Record", INJECT: "Attention Edit: Inject"}
+
+
+def holds_pack_override(fn):
+    """Whether the installed ``optimized_attention_override`` is the pack's, or a foreign one that holds it (in its
+    closure, a functools.partial, ``__wrapped__``, a bound object, attributes) and so can chain to it."""
+    stack, seen = [(fn, 0)], set()
+    while stack and len(seen) < 4096:
+        obj, depth = stack.pop()
+        if obj is None or id(obj) in seen or depth > 8:
+            continue
+        seen.add(id(obj))
+        if getattr(obj, "inversion_suite_hook", False) is True:
+            return True
+        if isinstance(obj, (str, bytes, int, float, torch.Tensor, type, type(math))):
+            continue
+        if isinstance(obj, dict):
+            children = list(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            children = list(obj)
+        else:
+            children = []
+            for cell in getattr(obj, "__closure__", None) or ():
+                try:
+                    children.append(cell.cell_contents)
+                except ValueError:  # an empty cell
+                    pass
+            children += [getattr(obj, a, None) for a in ("__wrapped__", "__func__", "__self__", "func", "args",
+                                                         "keywords")]
+            attributes = getattr(obj, "__dict__", None)
+            children += list(attributes.values()) if isinstance(attributes, dict) else []
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def check_override(config, override, ran=True):
+    """Refuse a DiT edit whose override was replaced after Record/Inject (``ran``: the override was called for the
+    blocks the stamps marked; False when a model call's stamped blocks never reached it)."""
+    if config.arch != "dit":
+        return
+    if ran and (override is config.checked or holds_pack_override(override)):
+        config.checked = override
+        return
+    node = config.node or (INJECT if config.inject is not None else RECORD)
+    title = TITLES[node]
+    lost = "nothing would be recorded" if node == RECORD else "the edit would silently be a plain regeneration"
+    name = getattr(override, "__qualname__", None) or type(override).__name__
+    if ran:
+        fail(node, "model", f"has its attention override replaced by a node placed after {title} (ComfyUI's "
+                            f"Model Attention Backend, or any node calling set_model_optimized_attention): {lost}. "
+                            f"Put the attention backend node before {title} in the MODEL chain (the edit chains "
+                            f"to it)", f"optimized_attention_override = {name}")
+    fail(node, "model", f"ran a model call whose attention never reached {title}'s override (a node after it "
+                        f"replaced transformer_options['optimized_attention_override'], e.g. ComfyUI's Model "
+                        f"Attention Backend, or this model's attention ignores the override): {lost}. Put the "
+                        f"attention backend node before {title} in the MODEL chain",
+         f"optimized_attention_override = {name}")
+
+
 # ---------------------------------------------------------------- sampling-level wrappers
 def outer_sample(executor, noise, latent_image, sampler, sigmas, *args, **kwargs):
-    """Start of a sampling run: check an injection against its record, clear a record being filled."""
+    """Start of a sampling run: check an injection against its record and the override slot, clear a record being
+    filled."""
     guider = executor.class_obj
-    config = guider.model_options.get("transformer_options", {}).get(CONFIG)
+    options = guider.model_options.get("transformer_options", {})
+    config = options.get(CONFIG)
     if config is not None:
+        check_override(config, options.get("optimized_attention_override"))
         config.batch = noise.shape[0]
         plan, record = config.inject, config.record
         if plan is not None:
@@ -417,19 +568,29 @@ def outer_sample(executor, noise, latent_image, sampler, sigmas, *args, **kwargs
 
 
 def apply_model(executor, x, t, *args, **kwargs):
-    """Counts model evaluations (batch elements) of recording and injecting runs."""
+    """Counts model evaluations (batch elements) of recording and injecting runs; on DiTs checks, before and after
+    the call, that the attention reaches the pack's override."""
     options = kwargs.get("transformer_options", args[3] if len(args) > 3 else {}) or {}
     config = options.get(CONFIG)
-    if config is not None:
-        if config.record is not None:
-            config.record.evaluations["record"] += x.shape[0]
-        if config.inject is not None:
-            config.inject.source.evaluations["inject"] += x.shape[0]
-    return executor(x, t, *args, **kwargs)
+    if config is None:
+        return executor(x, t, *args, **kwargs)
+    if config.record is not None:
+        config.record.evaluations["record"] += x.shape[0]
+    if config.inject is not None:
+        config.inject.source.evaluations["inject"] += x.shape[0]
+    override = options.get("optimized_attention_override")
+    check_override(config, override)
+    stamped, seen = config.stamped, config.seen
+    out = executor(x, t, *args, **kwargs)
+    if config.stamped > stamped and config.seen == seen:
+        check_override(config, override, ran=False)
+    return out
 
 
-def install(patcher, config, arch, layers):
-    """A clone of ``patcher`` carrying ``config`` and the hooks for ``layers`` (chained with foreign ones)."""
+def install(patcher, config, arch, layers, node):
+    """A clone of ``patcher`` carrying ``config`` (made by ``node``) and the hooks for ``layers`` (chained with
+    foreign ones)."""
+    config.node, config.arch = node, arch
     m = patcher.clone()
     options = m.model_options.setdefault("transformer_options", {})
     options[CONFIG] = config
@@ -556,7 +717,7 @@ class AttentionEditRecord(io.ComfyNode):
         chosen = select_layers(node, "blocks", blocks, layers, default)
         record = AttentionRecord(model, arch, chosen, steps, cross_attention, self_attention, keys, storage)
         previous = existing_config(model)
-        patched = install(model, EditConfig(record, previous.inject if previous else None), arch, chosen)
+        patched = install(model, EditConfig(record, previous.inject if previous else None), arch, chosen, node)
         what = ({"unet": [w for w, on in (("cross-attention maps", record.cross), ("self-attention q,k",
                                                                                  record.self_attention)) if on],
                  "dit": [w for w, on in (("image values", record.self_attention), ("image keys", record.keys)) if on]}
@@ -684,7 +845,7 @@ class AttentionEditInject(io.ComfyNode):
         plan = InjectPlan(record, chosen, self_steps, cross_steps if arch == "unet" else 0.0, cross_mode, alignment,
                           scales, inject_keys, blend)
         previous = existing_config(model)
-        patched = install(model, EditConfig(previous.record if previous else None, plan), arch, chosen)
+        patched = install(model, EditConfig(previous.record if previous else None, plan), arch, chosen, node)
         what = (f"self-attention maps for the first {self_steps:.0%} of steps, cross-attention ({cross_mode}"
                 f"{', reweighted' if scales is not None else ''}) for the first {cross_steps:.0%}"
                 if arch == "unet" else

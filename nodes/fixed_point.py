@@ -10,6 +10,9 @@ from .plot import convergence_chart, report_ui
 
 CRITERIA = {"inter-path": "inter", "intra-path": "intra"}
 MAX_ITERATIONS, TOLERANCE = 10, 1e-4  # node defaults, chosen by evaluations per image (README)
+# transformer_options key: (held, used) of the current model call (core.invert_fixed_point's on_call), so that
+# hooks (Attention Edit: Record) know which images a shrunk call holds
+BATCH_ROWS = "inversion_suite_batch_rows"
 
 
 def solver_inputs():
@@ -68,11 +71,12 @@ def solver(max_iterations, tolerance, criterion, anderson_window, perturbation, 
     inter = CRITERIA[criterion] == "inter"
 
     def run(model, x, sigmas, extra_args, callback):
+        options = extra_args.get("model_options", {}).get("transformer_options", {})
         return core.invert_fixed_point(model, x, sigmas, extra_args, callback, disable=True, max_iter=max_iterations,
                                        tol=tolerance, criterion=CRITERIA[criterion],
                                        anderson=0 if inter else anderson_window, perturbation=perturbation,
                                        flow=family() == "flow", generator=generator, diagnostics=diagnostics,
-                                       shrink=shrink())
+                                       shrink=shrink(), on_call=lambda *rows: options.__setitem__(BATCH_ROWS, rows))
     return run
 
 

@@ -228,6 +228,68 @@ def test_dit_override_chains_with_an_existing_one():
     assert rel(out, regenerate(base, "flux", noise, inversion, sigmas, latent)) <= 1e-6
 
 
+def attention_backend(model):
+    """ComfyUI 0.38's Model Attention Backend node: ``m = model.clone(); m.set_model_optimized_attention(fn)``, which
+    writes transformer_options['optimized_attention_override'] without chaining what is there. Hosts without that
+    method (0.30.0, 0.3.64) get the same assignment, written as 0.38 writes it."""
+    import comfy.ldm.modules.attention as comfy_attention
+    function = comfy_attention.get_attention_function("pytorch", None) or comfy_attention.optimized_attention
+    m = model.clone()
+    if hasattr(m, "set_model_optimized_attention"):
+        m.set_model_optimized_attention(function)
+    else:
+        def optimized_attention_override(_, *args, **kwargs):
+            return function(*args, **kwargs)
+        m.model_options["transformer_options"]["optimized_attention_override"] = optimized_attention_override
+    return m
+
+
+@pytest.mark.parametrize("fam", ["sd3", "flux"])
+def test_attention_backend_after_the_edit_is_refused(fam):
+    """A Model Attention Backend placed after Record or Inject replaces the DiT override: the record would stay
+    empty and the edit be a plain regeneration. Both refuse before any model call; placed before, the backend is
+    chained and the edit works."""
+    model, calls = hostlib.counting(hostlib.tiny_model(fam))
+    latent = hostlib.image_latent(fam, batch=1, size=8)
+    sigmas = hostlib.sigmas(model, 4)
+    record_model, store, _ = record(model)
+    with pytest.raises(ValueError, match=r"AttentionEditRecord: input 'model' has its attention override replaced "
+                                         r"by a node placed after Attention Edit: Record .*nothing would be recorded"
+                                         r".*Put the attention backend node before Attention Edit: Record"):
+        invert(attention_backend(record_model), fam, latent, sigmas)
+    assert calls == [] and not store.data
+    noise, inversion, _, _ = invert(record_model, fam, latent, sigmas)
+    calls.clear()
+    edit_model, _ = inject(model, store, 1.0)
+    with pytest.raises(ValueError, match=r"AttentionEditInject: input 'model' has its attention override replaced "
+                                         r"by a node placed after Attention Edit: Inject .*silently be a plain "
+                                         r"regeneration.*Put the attention backend node before Attention Edit: "
+                                         r"Inject"):
+        regenerate(attention_backend(edit_model), fam, noise, inversion, sigmas, latent, edited=True)
+    assert calls == []
+    # before the edit nodes the backend is chained: recorded, and the same prompt regenerates the plain result
+    backend = attention_backend(model)
+    record_model, store, _ = record(backend)
+    noise, inversion, _, _ = invert(record_model, fam, latent, sigmas)
+    assert store.data
+    edit_model, _ = inject(backend, store, 1.0)
+    out = regenerate(edit_model, fam, noise, inversion, sigmas, latent)
+    assert rel(out, regenerate(backend, fam, noise, inversion, sigmas, latent)) <= 1e-6
+    # an override that holds the edit's but never calls it is caught after the first model call
+    edit_model, _ = inject(model, store, 1.0)
+    options = edit_model.model_options["transformer_options"]
+
+    def holds_but_skips(func, *args, **kwargs):
+        return func(*args, **kwargs)
+    holds_but_skips.previous = options["optimized_attention_override"]
+    options["optimized_attention_override"] = holds_but_skips
+    calls.clear()
+    with pytest.raises(ValueError, match=r"AttentionEditInject: input 'model' ran a model call whose attention never "
+                                         r"reached Attention Edit: Inject's override"):
+        regenerate(edit_model, fam, noise, inversion, sigmas, latent, edited=True)
+    assert len(calls) == 1
+
+
 class Tokenizer:
     """ComfyUI's own SD1 CLIP tokenizer behind the CLIP.tokenize interface (no text encoder weights needed)."""
 
@@ -359,23 +421,38 @@ def test_fixed_point_inversion_as_the_source(fam, criterion):
     """Fixed-Point Invert then stock euler: the same prompt with full injection regenerates as the plain euler run
     does, to the inversion's convergence. With inter-path (two paths per call) only the main path is recorded;
     the paper's plain-Picard inter-path rule does not reach 1e-7 on the tiny SD3 in 20 iterations, so SD3 runs the
-    default intra-path + Anderson."""
+    default intra-path + Anderson.
+
+    The second image is the first scaled up (the tiny models normalise their input, so its fixed-point map
+    contracts faster): it converges 1 to 13 (SD1.5, ×4) or 2 to 5 (SD3, ×16) iterations earlier at every σ, the
+    inversion drops it from the later calls, and the record must still hold every image's last evaluation there,
+    not a batch of the images left (nor, with inter-path, the second path's rows)."""
     from inversion_suite.nodes.fixed_point import FixedPointInvert
-    model = hostlib.tiny_model(fam)
-    latent = hostlib.image_latent(fam, batch=2, size=8)
+    model, calls = hostlib.counting(hostlib.tiny_model(fam))
+    first = hostlib.image_latent(fam, batch=1, size=8)["samples"]
+    latent = {"samples": torch.cat([first, {"sd15": 4, "sd3": 16}[fam] * first])}
     sigmas = hostlib.sigmas(model, STEPS)
     record_model, store, _ = record(model)
     with torch.inference_mode():
         _, noise, _ = FixedPointInvert.execute(model=record_model, latent=latent, sigmas=sigmas, max_iterations=20,
                                                tolerance=1e-7, criterion=criterion, anderson_window=3,
                                                perturbation=1.0, seed=0, guider=guider(record_model, fam)).args[:3]
+        full = 2 * latent["samples"].shape[0] if criterion == "inter-path" else latent["samples"].shape[0]
+        shrunk = sum(1 for n in calls if n < full)
+        print(f"{fam}: {len(calls)} inversion calls, {shrunk} of them on one image only ({calls})")
+        assert set(calls) == {full, full // 2}  # some calls hold one image: the images left at different iterations
         plain = hostlib.stock_sample(noise, guider(model, fam), hostlib.euler(), sigmas, hostlib.empty_like(latent))
         edit_model, _ = inject(model, store, 1.0)
         same = hostlib.stock_sample(noise, guider(edit_model, fam), hostlib.euler(), sigmas, hostlib.empty_like(latent))
-    assert all(t.shape[0] == 2 for t in store.data.values())
+        # what the source regeneration itself evaluates, recorded: the inversion's record must equal it per image
+        again_model, again, _ = record(model)
+        hostlib.stock_sample(noise, guider(again_model, fam), hostlib.euler(), sigmas, hostlib.empty_like(latent))
+    assert all(t.shape[0] == 2 for t in store.data.values()) and set(store.data) == set(again.data)
+    worst = max(rel(store.data[key][i], again.data[key][i]) for key in store.data for i in range(2))
     print(f"{fam}: fixed-point source, same prompt with full injection vs plain euler {rel(same, plain):.1e}; "
-          f"round trip {rel(plain, latent['samples']):.1e}")
-    assert rel(same, plain) <= 1e-4
+          f"round trip {rel(plain, latent['samples']):.1e}; recorded vs regenerated attention per image {worst:.1e}")
+    assert worst <= 1e-4 and rel(same, plain) <= 1e-4
+    assert not store.missing  # every image was written at every recorded key
 
 
 def test_cancel_stops_the_edit_within_one_model_call():
@@ -434,3 +511,20 @@ def test_auto_storage_moves_what_exceeds_the_budget_to_the_offload_device(monkey
     store.put(("v", ("double", 0), 1), torch.ones(1000))  # overwritten: the last call at a σ wins
     assert [store.data[("v", ("double", 0), s)].device.type for s in range(5)] == ["cpu"] * 3 + ["meta"] * 2
     assert store.on_device == 3 * 4 * 1000 and store.devices() == ["cpu", "meta"]
+
+
+def test_record_written_image_by_image():
+    """A call that holds some images only (the fixed-point inversion's shrunk calls) writes their rows into the
+    whole batch's entry; an entry some image never reached is refused, not read as zeros."""
+    _, store, _ = record(hostlib.tiny_model("sd3"))
+    store.begin(torch.tensor([1.0, 0.5, 0.0]), (3, 16, 8, 8))
+    key = ("v", ("double", 0), 1)
+    store.put(key, torch.full((1, 4), 2.0), images=torch.tensor([1]))
+    assert store.data[key].shape == (3, 4) and store.missing[key].tolist() == [True, False, True]
+    assert torch.equal(store.fetch(key, 0.5, torch.zeros(1, 4), images=torch.tensor([1])), torch.full((1, 4), 2.0))
+    with pytest.raises(ValueError, match=r"AttentionEditInject: input 'record' holds v attention for layer double.0 "
+                                         r"at step 1 \(σ=0.5\) for some images only \(missing: \[0, 2\]\)"):
+        store.fetch(key, 0.5, torch.zeros(3, 4))
+    store.put(key, torch.stack([torch.full((4,), 1.0), torch.full((4,), 3.0)]), images=torch.tensor([0, 2]))
+    store.put(key, torch.full((1, 4), 5.0), images=torch.tensor([2]))  # per image, the last call at a σ wins
+    assert not store.missing and store.fetch(key, 0.5, torch.zeros(3, 4))[:, 0].tolist() == [1.0, 2.0, 5.0]
