@@ -1,10 +1,13 @@
-"""The README's support matrix (family × node), rendered from what tests/test_host_families.py measured, so the
-matrix cannot drift from the tests.
+"""The README's support matrix (family × node, and a column per ComfyUI host), rendered from what
+tests/test_host_families.py measured on each host, so the matrix cannot drift from the tests.
 
-    python -m pytest tests/test_host_families.py      # measures; writes test_out/support_matrix.json
+    ./scripts/test.sh                                 # measures on every host; writes test_out/support_matrix-<version>.json
     python scripts/support_matrix.py                  # prints the markdown
     python scripts/support_matrix.py --write          # replaces the part of README.md between the markers
     python scripts/support_matrix.py --check          # exit 1 if README.md's part differs or a cell failed
+
+The node columns show the newest host's figures, ✓ where the cell passed on every host that ran it; each host column
+says whether every cell passed there.
 
 The markers, each on a line of its own in README.md:  <!-- support-matrix:begin -->  and  <!-- support-matrix:end -->
 """
@@ -40,15 +43,38 @@ def _err(v):
     return f"{v:.0e}".replace("e-0", "e-")
 
 
-def render(data):
+def _version_key(version):
+    return tuple(int(p) if p.isdigit() else 0 for p in str(version).split("."))
+
+
+def _merged_cell(rows, key):
+    """The newest host's cell, ok only where every host that measured it passed."""
+    cells = [row[key] for row in rows if key in row]
+    return None if not cells else {"value": cells[0]["value"], "ok": all(c["ok"] for c in cells)}
+
+
+def _host_cell(row):
+    if not row:
+        return "— (not in this ComfyUI)"
+    bad = [col for col, cell in row.items() if not cell["ok"]]
+    return "✓" if not bad else "✗ " + ", ".join(bad)
+
+
+def render(datas):
+    """The matrix for one host's data or a list of them (one per host)."""
+    datas = sorted(datas if isinstance(datas, list) else [datas], key=lambda d: _version_key(d.get("comfyui")),
+                   reverse=True)
+    hosts = [d.get("comfyui", "?") for d in datas]
     head = ("| Family | Sampling (frame) | Latent | Fixed-Point Invert | BDIA / O-BELM Invert + Sampler | "
-            "Oscillation / Group Inversion | Post-Inversion Optimize | Gradients | Fine-Tune Inversion |")
-    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
-    families = data["families"]
+            "Oscillation / Group Inversion | Post-Inversion Optimize | Gradients | Fine-Tune Inversion | "
+            + " | ".join(f"ComfyUI {h}" for h in hosts) + " |")
+    lines = [head, "|" + "---|" * (head.count(" | ") + 1)]
     for key, name in FAMILIES.items():
-        row = families.get(key)
-        if row is None:
+        per_host = [d["families"].get(key, {}) for d in datas]
+        measured = [r for r in per_host if r]
+        if not measured:
             continue
+        row = {k: _merged_cell(measured, k) for r in measured for k in r}
         frame = row.get("frame", {}).get("value", "?")
         sampling = f"{row.get('sampling', {}).get('value', '?')} ({frame})"
         blocks = row.get("checkpointing", {}).get("value", 0)
@@ -63,20 +89,22 @@ def render(data):
             _cell(row, "oscillation", str) + " / " + _cell(row, "group", str),
             optimize, _cell(row, "gradient", _err),
             _cell(row, "fine_tune", lambda v: f"{v} q/k layers"),
-        ]) + " |")
+        ] + [_host_cell(r) for r in per_host]) + " |")
     refused = []
     for key, label in REFUSED.items():
-        if key in families:
-            kind, reason = families[key]["refused"]["value"].split(": ", 1)
-            refused.append(f"- {'✓' if families[key]['refused']['ok'] else '✗'} {label}: `{kind}`, {reason}")
-    text = [f"Measured by `tests/test_host_families.py` on tiny random-weight models built with ComfyUI "
-            f"{data.get('comfyui', '?')}'s own classes (8×8 latents, 2 frames for video; PixArt 48×48), through stock "
-            f"SamplerCustomAdvanced. Numbers are relative round-trip errors, the period found, the loss ratio after "
-            f"6 optimisation steps, and the relative gap between autograd and a central difference; ✓ means within "
-            f"the test's threshold ({THRESHOLDS}), — not measured.", ""] + lines
+        cells = [d["families"][key]["refused"] for d in datas if key in d["families"]]
+        if cells:
+            kind, reason = cells[0]["value"].split(": ", 1)
+            refused.append(f"- {'✓' if all(c['ok'] for c in cells) else '✗'} {label}: `{kind}`, {reason}")
+    text = [f"Measured by `tests/test_host_families.py` on tiny random-weight models built with each ComfyUI's own "
+            f"classes ({', '.join(hosts)}; 8×8 latents, 2 frames for video; PixArt 48×48), through stock "
+            f"SamplerCustomAdvanced. Numbers (from ComfyUI {hosts[0]}) are relative round-trip errors, the period "
+            f"found, the loss ratio after 6 optimisation steps, and the relative gap between autograd and a central "
+            f"difference; ✓ means within the test's threshold on every host ({THRESHOLDS}), — not measured. A host "
+            f"column says whether every cell passed on that ComfyUI.", ""] + lines
     if refused:
-        text += ["", "Refused by every node with a ValueError naming the node, the input `model` and the model "
-                     "sampling type:"] + refused
+        text += ["", "Refused by every node on every host with a ValueError naming the node, the input `model` and "
+                     "the model sampling type:"] + refused
     return "\n".join(text) + "\n"
 
 
@@ -84,7 +112,7 @@ COLUMNS = ("fixed_point", "bdia", "o-belm", "bdia_cfg", "oscillation", "group", 
 
 
 def failed(data):
-    """Cells that failed their threshold, and cells or refusals that were not measured."""
+    """Cells that failed their threshold, and cells or refusals that were not measured (one host's data)."""
     families = data["families"]
     problems = [f"{fam}.{col} failed" for fam, row in families.items() for col, cell in row.items() if not cell["ok"]]
     problems += [f"{fam}.{col} not measured" for fam in FAMILIES for col in COLUMNS if col not in families.get(fam, {})]
@@ -93,16 +121,18 @@ def failed(data):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", type=pathlib.Path, default=ROOT / "test_out" / "support_matrix.json")
+    parser.add_argument("--json", type=pathlib.Path, nargs="*",
+                        default=sorted((ROOT / "test_out").glob("support_matrix-*.json")),
+                        help="one measurement per host (default: test_out/support_matrix-*.json)")
     parser.add_argument("--readme", type=pathlib.Path, default=ROOT / "README.md")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help="replace the README part between the markers")
     mode.add_argument("--check", action="store_true", help="exit 1 if the README part differs or a cell failed")
     args = parser.parse_args()
-    if not args.json.is_file():
-        sys.exit(f"{args.json} not found: run python -m pytest tests/test_host_families.py first")
-    data = json.loads(args.json.read_text())
-    table = render(data)
+    if not args.json or not all(p.is_file() for p in args.json):
+        sys.exit("no measurement found: run ./scripts/test.sh (or python -m pytest tests/test_host_families.py) first")
+    datas = [json.loads(p.read_text()) for p in args.json]
+    table = render(datas)
     if not (args.write or args.check):
         print(table, end="")
         return
@@ -113,9 +143,9 @@ def main():
     _, tail = rest.split(END, 1)
     updated = f"{head}{BEGIN}\n{table}{END}{tail}"
     if args.check:
-        problems = failed(data)
+        problems = [f"ComfyUI {d.get('comfyui')}: {p}" for d in datas for p in failed(d)]
         if updated != readme:
-            problems.append(f"{args.readme.name}'s support matrix differs from {args.json.name}: run "
+            problems.append(f"{args.readme.name}'s support matrix differs from the measurements: run "
                             f"scripts/support_matrix.py --write")
         if problems:
             sys.exit("support matrix: " + "; ".join(problems))

@@ -1,5 +1,6 @@
 """Host-tier helpers: a real ComfyUI (found through COMFYUI_PATH or ~/ComfyUI), tiny random-weight models
 built with ComfyUI's own classes, and the stock nodes driven as the server drives them."""
+import importlib.util
 import os
 import pathlib
 import sys
@@ -8,6 +9,18 @@ import pytest
 import torch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def import_pack():
+    """The repository root as the package ``inversion_suite`` (ComfyUI imports it under whatever folder name it has),
+    without installing anything; also inside the test server, whose loader names it after its folder."""
+    if "inversion_suite" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("inversion_suite", ROOT / "__init__.py",
+                                                      submodule_search_locations=[str(ROOT)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["inversion_suite"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["inversion_suite"]
 
 
 def _find_comfyui():
@@ -146,6 +159,7 @@ def _config(family):
         name, unet = {**MORE_FAMILIES, **REFUSED_FAMILIES}[family][:2]
         unet = dict(unet)
     if params_class(family) is not None:
+        import_pack()
         from inversion_suite.nodes.host import complete_params
         unet = complete_params(params_class(family), unet)
     config = getattr(sm, name)(unet)

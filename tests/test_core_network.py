@@ -1,5 +1,6 @@
 """Core tier with a tiny random convolutional network (a learned-looking model, not closed form), and the
 package import without ComfyUI."""
+import pathlib
 import sys
 
 import pytest
@@ -43,7 +44,8 @@ def test_exact_samplers_round_trip_a_network(flow):
 def test_package_imports_without_comfyui():
     """The root __init__ and core import where ComfyUI is absent, and import nothing of ComfyUI's."""
     import subprocess
-    code = ("import sys; sys.path.insert(0, 'tests'); import conftest, inversion_suite, inversion_suite.core; "
+    code = ("import sys; sys.path.insert(0, 'tests'); import hostlib; hostlib.import_pack(); "
+            "import inversion_suite, inversion_suite.core; "
             "assert callable(inversion_suite.comfy_entrypoint); "
             "assert not [m for m in sys.modules if m == 'comfy' or m.startswith(('comfy.', 'comfy_api'))]")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("conftest").ROOT))
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(pathlib.Path(__file__).resolve().parents[1]))

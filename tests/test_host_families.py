@@ -28,8 +28,6 @@ from inversion_suite.nodes.host import training  # noqa: E402
 from inversion_suite.nodes.optimize import FineTuneInversion, PostInversionOptimize  # noqa: E402
 from inversion_suite.nodes.oscillation import GroupInversion, OscillationInvert  # noqa: E402
 
-MATRIX = pathlib.Path(os.environ.get("SUPPORT_MATRIX_OUT",
-                                     pathlib.Path(__file__).resolve().parents[1] / "test_out" / "support_matrix.json"))
 RESULTS = {}
 SOLVER = dict(max_iterations=MAX_ITERATIONS, tolerance=TOLERANCE / 10, criterion="intra-path", anderson_window=3,
               perturbation=1.0, seed=0)  # the node defaults, a tighter tolerance (1e-4 leaves PixArt at 1.2e-2)
@@ -48,8 +46,10 @@ def support_matrix():
     """Writes what this module measured (family × node) when it ends."""
     yield
     if RESULTS:
-        MATRIX.parent.mkdir(parents=True, exist_ok=True)
-        MATRIX.write_text(json.dumps({"comfyui": _comfyui_version(), "families": RESULTS}, indent=1,
+        out = hostlib.ROOT / "test_out" / f"support_matrix-{_comfyui_version()}.json"
+        matrix = pathlib.Path(os.environ.get("SUPPORT_MATRIX_OUT", out))
+        matrix.parent.mkdir(parents=True, exist_ok=True)
+        matrix.write_text(json.dumps({"comfyui": _comfyui_version(), "families": RESULTS}, indent=1,
                                      ensure_ascii=False) + "\n")
 
 
@@ -513,8 +513,20 @@ def test_readme_support_matrix_is_what_this_run_measured():
     assert support_matrix.failed(data) == []
     readme = (hostlib.ROOT / "README.md").read_text()
     shown = readme.split(support_matrix.BEGIN, 1)[1].split(support_matrix.END, 1)[0]
+    def table(text):
+        return [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines()
+                if line.startswith("| ")]
 
-    def marks(text):
-        return [(line.split(" | ")[0], re.sub(r"[^✓✗—]", "", line)) for line in text.splitlines()
-                if line.startswith(("| ", "- "))]
-    assert marks(shown) == marks(support_matrix.render(data))
+    def marks(cells):
+        return re.sub(r"[^✓✗—]", "", " ".join(cells))
+    rows = table(shown)
+    host = rows[0].index(f"ComfyUI {data['comfyui']}")
+    measured = {row[0]: row for row in table(support_matrix.render(data))[2:]}
+    for row in rows[2:]:  # every family this run measured: the same marks in the node columns, ✓ for this host
+        ours = measured.pop(row[0], None)
+        if ours is not None:
+            assert (marks(row[3:9]), row[host]) == (marks(ours[3:9]), "✓"), row[0]
+    assert list(measured) == [], "families this run measured are missing from the README's matrix"
+    refused = [line for line in shown.splitlines() if line.startswith("- ")]
+    assert [marks([r]) for r in refused] == [marks([r]) for r in support_matrix.render(data).splitlines()
+                                             if r.startswith("- ")]
