@@ -30,7 +30,6 @@ import contextlib
 import dataclasses
 import inspect
 
-import torch
 from torch.overrides import TorchFunctionMode
 
 import comfy.model_management

@@ -303,7 +303,7 @@ class Tokenizer:
 
 def prompt_cond(clip, text, table):
     """A 77-token context from a fixed random embedding table (a stand-in text encoder)."""
-    from inversion_suite.nodes.attention import token_ids
+    from inversion_suite.nodes.attention.tokens import token_ids
     ids = torch.tensor(token_ids(clip, text))
     return [[table[ids % table.shape[0]][None], {}]]
 
@@ -393,7 +393,7 @@ def test_bad_input_is_a_clear_error():
 
 
 def test_local_blend_keeps_the_source_outside_the_words_region():
-    from inversion_suite.nodes.attention import CONFIG
+    from inversion_suite.nodes.attention.constants import CONFIG
     model = sharp_model("sd15")
     latent = hostlib.image_latent("sd15", batch=1, size=16)
     src_text, edit_text = "a photo of a cat on grass", "a photo of a dog on grass"
@@ -502,7 +502,7 @@ def test_unet_with_two_transformer_blocks_per_layer():
 
 
 def test_auto_storage_moves_what_exceeds_the_budget_to_the_offload_device(monkeypatch):
-    import inversion_suite.nodes.attention as nodes_attention
+    import inversion_suite.nodes.attention.record as nodes_attention
     _, store, _ = record(hostlib.tiny_model("sd3"), storage="auto")
     store.offload_device = "meta"  # stands in for the CPU next to a GPU
     monkeypatch.setattr(nodes_attention, "AUTO_DEVICE_BYTES", 3 * 4 * 1000)

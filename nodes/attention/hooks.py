@@ -1,0 +1,327 @@
+"""The hooks Record and Inject install on a clone of the MODEL: UNet attn1/attn2 replacements, DiT block stamps and the
+attention override, the post-CFG source prediction and local blend, the sampling-level wrappers that check and begin
+each run."""
+import math
+
+import comfy.ldm.modules.attention as comfy_attention
+import comfy.patcher_extension
+import torch
+
+from ...core import attention as A
+from ..common import fail
+from .constants import CONFIG, INJECT, RECORD, STAMP, TEXT_LENGTH, WRAPPER
+from .layers import architecture
+from .record import CallState
+
+
+def unet_hook(what, layer, previous):
+    """An attn1 ('self') or attn2 ('cross') replace patch for one transformer layer."""
+    def plain(q, k, v, extra):
+        if previous is not None:
+            return previous(q, k, v, extra)
+        return comfy_attention.optimized_attention(q, k, v, extra["n_heads"],
+                                                   attn_precision=extra.get("attn_precision"), transformer_options=extra)
+
+    def hook(q, k, v, extra):
+        state = CallState(extra)
+        inject, record = state.injects(what, layer), state.records(what, layer)
+        blend = what == "cross" and state.blends(layer)
+        if not (inject or record or blend):
+            return plain(q, k, v, extra)
+        rows, images = state.rows(q.shape[0])
+        if what == "self":
+            if inject:
+                source = state.config.inject.source
+                q, k = q.clone(), k.clone()
+                pair = source.fetch(("self", layer, state.step), state.sigma, torch.stack([q[rows], k[rows]], 1),
+                                    images)
+                q[rows], k[rows] = pair[:, 0], pair[:, 1]
+            if record:
+                rows, images = state.rows(q.shape[0], used_only=True)
+                state.config.record.put(("self", layer, state.step), torch.stack([q[rows], k[rows]], 1), images)
+            return plain(q, k, v, extra)
+        heads = extra["n_heads"]
+        probs = A.attention_probs(q, k, heads)
+        if inject:
+            plan = state.config.inject
+            edit = probs[rows]
+            source = plan.source.fetch(("cross", layer, state.step), state.sigma, edit, images)
+            if plan.alignment is not None and plan.alignment.numel() != edit.shape[-1]:
+                fail(INJECT, "clip", f"tokenizes the prompts to {plan.alignment.numel()} tokens; the model's text "
+                                     f"context has {edit.shape[-1]}")
+            scales = None if plan.scales is None else plan.scales.to(edit.device)
+            probs = probs.clone()
+            probs[rows] = A.p2p_cross(source, edit, plan.mode, None if plan.alignment is None else
+                                      plan.alignment.to(edit.device), scales)
+        if record:
+            taken, recorded = state.rows(q.shape[0], used_only=True)
+            state.config.record.put(("cross", layer, state.step), probs[taken].to(q.dtype), recorded)
+        if blend:
+            plan = state.config.inject
+            words = plan.scratch.setdefault(state.step, [])
+            words.append(("edit", probs[rows][..., plan.blend[1]]))
+            source = plan.source.data.get(("cross", layer, state.step))
+            if source is not None and images is not None:
+                source = source[images.to(source.device)]
+            if source is not None and source.shape[:3] == probs[rows].shape[:3]:
+                words.append(("source", source[..., plan.blend[0]].to(probs)))
+        return A.attend(probs, v, heads)
+    hook.inversion_suite_hook = True
+    return hook
+
+
+# ---------------------------------------------------------------- DiT hooks (override + block stamps)
+class BlockStamp:
+    def __init__(self, kind, index, text):
+        self.layer, self.text, self.calls = (kind, index), text, 0
+
+
+def dit_stamp(kind, index, previous):
+    """A patches_replace['dit'] entry that stamps the block into a copy of transformer_options, then runs
+    the previous replacement or the original block."""
+    def stamp(args, extra):
+        options = args.get("transformer_options")
+        if options is not None and CONFIG in options:
+            if "txt" in args:
+                text = args["txt"].shape[1]
+                options[TEXT_LENGTH] = text  # the same dict reaches the single blocks of this forward
+            elif "img_slice" in options:
+                text = options["img_slice"][0]
+            else:
+                text = options.get(TEXT_LENGTH, 0)
+            options[CONFIG].stamped += 1
+            options = dict(options)
+            options[STAMP] = BlockStamp(kind, index, text)
+            args = dict(args)
+            args["transformer_options"] = options
+        return previous(args, extra) if previous is not None else extra["original_block"](args)
+    stamp.inversion_suite_hook = True
+    return stamp
+
+
+def dit_override(previous):
+    """optimized_attention_override: record/inject the image rows of V (and K) in stamped blocks."""
+    def override(func, q, k, v, heads=None, mask=None, attn_precision=None, skip_reshape=False,
+                 skip_output_reshape=False, **kwargs):
+        def run(q, k, v):
+            if previous is not None:
+                return previous(func, q, k, v, heads, mask=mask, attn_precision=attn_precision,
+                                skip_reshape=skip_reshape, skip_output_reshape=skip_output_reshape, **kwargs)
+            return func(q, k, v, heads, mask=mask, attn_precision=attn_precision, skip_reshape=skip_reshape,
+                        skip_output_reshape=skip_output_reshape, **kwargs)
+        options = kwargs.get("transformer_options") or {}
+        stamp = options.get(STAMP)
+        if stamp is None:
+            return run(q, k, v)
+        stamp.calls += 1
+        if stamp.calls > 1:  # only the block's joint attention (SD3.5's extra image self-attention declines)
+            return run(q, k, v)
+        state, layer = CallState(options), stamp.layer
+        if state.config is not None:
+            state.config.seen += 1
+        dim = 2 if skip_reshape else 1
+        tensors = {"v": v, "k": k}
+        for what in ("v", "k"):
+            t = tensors[what]
+            if state.injects(what, layer):
+                rows, images = state.rows(t.shape[0])
+                image = t[rows].narrow(dim, stamp.text, t.shape[dim] - stamp.text)
+                source = state.config.inject.source.fetch((what, layer, state.step), state.sigma, image, images)
+                t = t.clone()
+                t[rows] = A.replace_tokens(t[rows], source, stamp.text, dim)
+                tensors[what] = t
+            if state.records(what, layer):
+                rows, images = state.rows(t.shape[0], used_only=True)
+                state.config.record.put((what, layer, state.step),
+                                        t[rows].narrow(dim, stamp.text, t.shape[dim] - stamp.text), images)
+        return run(q, tensors["k"], tensors["v"])
+    override.inversion_suite_hook = True
+    return override
+
+
+# ---------------------------------------------------------------- sampler-level: source prediction, local blend
+LATENT_KEY = ("latent", 0)
+
+
+def post_cfg(args):
+    """Records the source's denoised prediction at every step; in an edit with local blend returns
+    ``D_src + m ⊙ (D_edit − D_src)`` (P2P local blend; with the linear samplers of the pack this keeps every
+    pixel outside the mask on the source's trajectory)."""
+    denoised = args["denoised"]
+    options = args["model_options"].get("transformer_options", {})
+    config, schedule = options.get(CONFIG), options.get("sample_sigmas")
+    if config is None or schedule is None:
+        return denoised
+    sigma, _, step = config.position(args["sigma"], schedule)
+    if step is None:
+        return denoised
+    plan = config.inject
+    if plan is not None and plan.blend is not None:
+        maps = plan.scratch.pop(step, [])
+        masks = [A.local_blend_mask([m for who, m in maps if who == side], None, tuple(denoised.shape[-2:]),
+                                    plan.blend[2]) for side in ("source", "edit") if any(w == side for w, _ in maps)]
+        if masks:
+            mask = torch.stack(masks).amax(0)
+            plan.masks.append(mask)
+            rows, images = config.rows(options, denoised.shape[0])
+            edit = denoised[rows]
+            source = plan.source.fetch(("denoised", LATENT_KEY, step), sigma, edit, images)
+            denoised = denoised.clone()
+            denoised[rows] = A.blend(source, edit, mask)
+    if config.record is not None:  # the run's images (not the fixed-point inversion's second path)
+        rows, images = config.rows(options, denoised.shape[0], used_only=True)
+        config.record.put(("denoised", LATENT_KEY, step), denoised[rows], images)
+    return denoised
+
+
+post_cfg.inversion_suite_hook = True
+
+
+# ---------------------------------------------------------------- the DiT override slot
+TITLES = {RECORD: "Attention Edit: Record", INJECT: "Attention Edit: Inject"}
+
+
+def holds_pack_override(fn):
+    """Whether the installed ``optimized_attention_override`` is the pack's, or a foreign one that holds it (in its
+    closure, a functools.partial, ``__wrapped__``, a bound object, attributes) and so can chain to it."""
+    stack, seen = [(fn, 0)], set()
+    while stack and len(seen) < 4096:
+        obj, depth = stack.pop()
+        if obj is None or id(obj) in seen or depth > 8:
+            continue
+        seen.add(id(obj))
+        if getattr(obj, "inversion_suite_hook", False) is True:
+            return True
+        if isinstance(obj, (str, bytes, int, float, torch.Tensor, type, type(math))):
+            continue
+        if isinstance(obj, dict):
+            children = list(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            children = list(obj)
+        else:
+            children = []
+            for cell in getattr(obj, "__closure__", None) or ():
+                try:
+                    children.append(cell.cell_contents)
+                except ValueError:  # an empty cell
+                    pass
+            children += [getattr(obj, a, None) for a in ("__wrapped__", "__func__", "__self__", "func", "args",
+                                                         "keywords")]
+            attributes = getattr(obj, "__dict__", None)
+            children += list(attributes.values()) if isinstance(attributes, dict) else []
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def check_override(config, override, ran=True):
+    """Refuse a DiT edit whose override was replaced after Record/Inject (``ran``: the override was called for the
+    blocks the stamps marked; False when a model call's stamped blocks never reached it)."""
+    if config.arch != "dit":
+        return
+    if ran and (override is config.checked or holds_pack_override(override)):
+        config.checked = override
+        return
+    node = config.node or (INJECT if config.inject is not None else RECORD)
+    title = TITLES[node]
+    lost = "nothing would be recorded" if node == RECORD else "the edit would silently be a plain regeneration"
+    name = getattr(override, "__qualname__", None) or type(override).__name__
+    if ran:
+        fail(node, "model", f"has its attention override replaced by a node placed after {title} (ComfyUI's "
+                            f"Model Attention Backend, or any node calling set_model_optimized_attention): {lost}. "
+                            f"Put the attention backend node before {title} in the MODEL chain (the edit chains "
+                            f"to it)", f"optimized_attention_override = {name}")
+    fail(node, "model", f"ran a model call whose attention never reached {title}'s override (a node after it "
+                        f"replaced transformer_options['optimized_attention_override'], e.g. ComfyUI's Model "
+                        f"Attention Backend, or this model's attention ignores the override): {lost}. Put the "
+                        f"attention backend node before {title} in the MODEL chain",
+         f"optimized_attention_override = {name}")
+
+
+# ---------------------------------------------------------------- sampling-level wrappers
+def outer_sample(executor, noise, latent_image, sampler, sigmas, *args, **kwargs):
+    """Start of a sampling run: check an injection against its record and the override slot, clear a record being
+    filled."""
+    guider = executor.class_obj
+    options = guider.model_options.get("transformer_options", {})
+    config = options.get(CONFIG)
+    if config is not None:
+        check_override(config, options.get("optimized_attention_override"))
+        config.batch = noise.shape[0]
+        plan, record = config.inject, config.record
+        if plan is not None:
+            source = plan.source
+            if source.schedule is None or not source.data:
+                fail(INJECT, "record", "is empty: sample (invert) with the Attention Edit: Record MODEL first, "
+                                       "then regenerate with this MODEL")
+            if source.model() is not guider.model_patcher.model:
+                fail(INJECT, "model", "must be the model the attention was recorded with")
+            if tuple(noise.shape) != source.shape:
+                fail(INJECT, "record", f"was recorded on latents of shape {list(source.shape)}",
+                     f"the edit samples {list(noise.shape)} (source and edit latents must have the same shape)")
+            if not A.same_schedule([float(s) for s in sigmas], source.schedule):
+                n, m = len(sigmas) - 1, len(source.schedule) - 1
+                fail(INJECT, "record", "must be used with the sigmas it was recorded on",
+                     f"{n} steps from σ={max(float(s) for s in sigmas):.4g} vs {m} from "
+                     f"σ={max(source.schedule):.4g}")
+            source.evaluations["inject"] = 0
+            plan.begin()
+        if record is not None:
+            record.begin(sigmas, noise.shape)
+    return executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
+
+
+def apply_model(executor, x, t, *args, **kwargs):
+    """Counts model evaluations (batch elements) of recording and injecting runs; on DiTs checks, before and after
+    the call, that the attention reaches the pack's override."""
+    options = kwargs.get("transformer_options", args[3] if len(args) > 3 else {}) or {}
+    config = options.get(CONFIG)
+    if config is None:
+        return executor(x, t, *args, **kwargs)
+    if config.record is not None:
+        config.record.evaluations["record"] += x.shape[0]
+    if config.inject is not None:
+        config.inject.source.evaluations["inject"] += x.shape[0]
+    override = options.get("optimized_attention_override")
+    check_override(config, override)
+    stamped, seen = config.stamped, config.seen
+    out = executor(x, t, *args, **kwargs)
+    if config.stamped > stamped and config.seen == seen:
+        check_override(config, override, ran=False)
+    return out
+
+
+def install(patcher, config, arch, layers, node):
+    """A clone of ``patcher`` carrying ``config`` (made by ``node``) and the hooks for ``layers`` (chained with
+    foreign ones)."""
+    config.node, config.arch = node, arch
+    m = patcher.clone()
+    options = m.model_options.setdefault("transformer_options", {})
+    options[CONFIG] = config
+    replace = options.get("patches_replace", {})
+    if arch == "unet":
+        for layer in sorted(layers):
+            for what, name in (("self", "attn1"), ("cross", "attn2")):
+                table = replace.get(name, {})
+                previous = table.get(layer, table.get(layer[:2]))
+                if not getattr(previous, "inversion_suite_hook", False):
+                    m.set_model_patch_replace(unet_hook(what, layer, previous), name, layer[0], layer[1], layer[2])
+    else:
+        previous = options.get("optimized_attention_override")
+        if not getattr(previous, "inversion_suite_hook", False):
+            options["optimized_attention_override"] = dit_override(previous)
+        for kind, i in architecture("", patcher)[1]:  # every block: single blocks learn the text length from
+            previous = replace.get("dit", {}).get((f"{kind}_block", i))  # the double blocks' stamps
+            if not getattr(previous, "inversion_suite_hook", False):
+                m.set_model_patch_replace(dit_stamp(kind, i, previous), "dit", f"{kind}_block", i)
+    post = m.model_options.get("sampler_post_cfg_function", [])
+    if not any(getattr(fn, "inversion_suite_hook", False) for fn in post):
+        m.set_model_sampler_post_cfg_function(post_cfg)
+    wrappers = comfy.patcher_extension.WrappersMP
+    for kind, fn in ((wrappers.OUTER_SAMPLE, outer_sample), (wrappers.APPLY_MODEL, apply_model)):
+        m.remove_wrappers_with_key(kind, WRAPPER)
+        m.add_wrapper_with_key(kind, WRAPPER, fn)
+    return m
+
+
+def existing_config(patcher):
+    return patcher.model_options.get("transformer_options", {}).get(CONFIG)

@@ -1,0 +1,58 @@
+"""Which attention layers an edit uses: the model's architecture (UNet or DiT), layer names, the user's block selection."""
+import comfy.ldm.modules.attention as comfy_attention
+import torch
+
+from ..common import fail
+
+
+def architecture(node, patcher):
+    """('unet', layers) or ('dit', layers); layers are UNet (group, id, transformer_index) or DiT (kind, i)."""
+    dm = patcher.model.diffusion_model
+    if hasattr(dm, "input_blocks"):
+        layers = []
+        groups = (("input", list(dm.input_blocks)), ("middle", [dm.middle_block]), ("output", list(dm.output_blocks)))
+        for group, blocks in groups:
+            for i, block in enumerate(blocks):
+                for m in block.modules():
+                    if isinstance(m, comfy_attention.SpatialTransformer):
+                        layers += [(group, i, t) for t, b in enumerate(m.transformer_blocks) if b.attn2 is not None]
+        return "unet", layers
+    layers = []
+    for attr, kind in (("double_blocks", "double"), ("joint_blocks", "double"), ("single_blocks", "single")):
+        blocks = getattr(dm, attr, None)
+        if isinstance(blocks, torch.nn.ModuleList):
+            if any(getattr(b, "flipped_img_txt", False) for b in blocks):
+                fail(node, "model", "must lay out joint attention as [text; image] (this model puts image first)")
+            layers += [(kind, i) for i in range(len(blocks))]
+    if not layers:
+        fail(node, "model", "must be an SD1.x/SDXL UNet or a Flux/SD3-style DiT (double/joint/single blocks)",
+             type(dm).__name__)
+    return "dit", layers
+
+
+def layer_name(layer):
+    return f"{layer[0]}.{layer[1]}" + (f".{layer[2]}" if len(layer) > 2 and layer[2] else "")
+
+
+def select_layers(node, name, spec, layers, default):
+    """Parse 'all', 'input', 'output.3-8', 'single.10-37', … (comma-separated) into a set of layers."""
+    spec = ",".join(default if item.strip() in ("", "auto") else item for item in (spec or "").split(","))
+    groups = sorted({layer[0] for layer in layers})
+    chosen = set()
+    for item in spec.split(","):
+        item = item.strip()
+        if item == "all":
+            chosen |= set(layers)
+            continue
+        group, _, span = item.partition(".")
+        try:
+            lo, _, hi = span.partition("-")
+            lo, hi = (int(lo), int(hi or lo)) if span else (0, 10 ** 9)
+        except ValueError:
+            lo = None
+        if group not in groups or lo is None:
+            fail(node, name, f"must list layers as 'all' or <group>[.<i>[-<j>]] with groups {groups}", repr(item))
+        chosen |= {layer for layer in layers if layer[0] == group and lo <= layer[1] <= hi}
+    if not chosen:
+        fail(node, name, f"selects no layer (this model has {len(layers)}: groups {groups})", repr(spec))
+    return frozenset(chosen)
