@@ -19,7 +19,7 @@ the others iterate.
 import torch
 from tqdm.auto import trange
 
-from .frame import batch_sigma
+from .frame import batch_sigma, precise_dtype
 
 
 class Anderson:
@@ -30,13 +30,15 @@ class Anderson:
     residuals and map values. ``m = 0`` is plain Picard iteration.
 
     The least-squares problem is solved in float64 on unit-norm columns of ΔR with a fixed ridge (1e-10 of the
-    unit diagonal), so the ridge never underflows whatever the state's dtype. A history column whose norm is
-    at the rounding level of the state (a row that stopped moving, an all-zero image, float16/bfloat16
-    round-off) is unusable and gets no weight; a row without usable history takes the plain step ``f(z)``,
-    and so does a row whose mixed iterate would not be finite.
+    unit diagonal), so the ridge never underflows whatever the state's dtype; on a device without float64 it is
+    solved there in float32 with a ridge of 1e-6, above float32's rounding of the unit diagonal. A history column
+    whose norm is at the rounding level of the state (a row that stopped moving, an all-zero image,
+    float16/bfloat16 round-off) is unusable and gets no weight; a row without usable history takes the plain
+    step ``f(z)``, and so does a row whose mixed iterate would not be finite.
     """
 
     RIDGE = 1e-10
+    RIDGE_FLOAT32 = 1e-6
 
     def __init__(self, m):
         self.m, self.rows, self.dr, self.df, self.last = m, None, [], [], None
@@ -45,7 +47,8 @@ class Anderson:
         """Next iterate for ``rows`` (batch indices, a subsequence of the previous call's; z, fz hold those rows)."""
         if self.m == 0:
             return fz
-        f, r = fz.flatten(1).double(), (fz - z).flatten(1).double()
+        dtype = precise_dtype(fz.device)
+        f, r = fz.flatten(1).to(dtype), (fz - z).flatten(1).to(dtype)
         if self.last is not None:
             if rows.numel() != self.rows.numel():  # rows that stopped leave the history
                 keep = torch.searchsorted(self.rows, rows)
@@ -63,7 +66,8 @@ class Anderson:
         usable = (norms > floor) & (norms > 1e-150) & torch.isfinite(norms)
         scale = torch.where(usable, 1 / norms, torch.zeros_like(norms))         # unit columns; unusable → 0
         eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-        unit_gram = gram * scale[:, :, None] * scale[:, None, :] + self.RIDGE * eye + torch.diag_embed(
+        ridge = self.RIDGE if dtype == torch.float64 else self.RIDGE_FLOAT32
+        unit_gram = gram * scale[:, :, None] * scale[:, None, :] + ridge * eye + torch.diag_embed(
             (~usable).to(gram.dtype))
         rhs = (dR.transpose(1, 2) @ r.unsqueeze(-1)).squeeze(-1) * scale
         coef = torch.linalg.solve(unit_gram, rhs.unsqueeze(-1)).squeeze(-1) * scale
@@ -73,8 +77,10 @@ class Anderson:
 
 
 def _rel(a, b):
-    """Per-sample relative RMS ‖a − b‖ / ‖b‖ (an all-zero ``b`` counts as 1, so a zero residual is 0)."""
-    a, b = a.flatten(1).double(), b.flatten(1).double()
+    """Per-sample relative RMS ‖a − b‖ / ‖b‖ (an all-zero ``b`` counts as 1, so a zero residual is 0), in
+    ``precise_dtype``."""
+    dtype = precise_dtype(b.device)
+    a, b = a.flatten(1).to(dtype), b.flatten(1).to(dtype)
     norm = b.norm(dim=1)
     return (a - b).norm(dim=1) / torch.where(norm > 0, norm, torch.ones_like(norm))
 
@@ -132,7 +138,7 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
             z[b:] += scale * noise.to(x.device, x.dtype)
         mixer = Anderson(anderson)
         out, denoised_out = x.clone(), torch.empty_like(x)
-        intra_out, inter_out = torch.zeros(b, dtype=torch.float64), torch.zeros(b, dtype=torch.float64)
+        intra_out, inter_out = (torch.zeros(b, dtype=precise_dtype(x.device)) for _ in range(2))
         iterations = torch.zeros(b, dtype=torch.long)
         active = torch.arange(b, device=x.device)
         calls = evaluations = 0

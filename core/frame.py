@@ -12,6 +12,20 @@ written once against ``D`` and a list of sigmas.
 import torch
 from tqdm.auto import trange
 
+FLOAT64_LESS = {"mps", "privateuseone"}
+"""Device types without float64: Apple MPS and DirectML (``privateuseone``). Tests add a type to declare it so."""
+
+
+def has_float64(device):
+    """Whether tensors of ``device`` (a torch.device or its name) may be float64: not on a type in FLOAT64_LESS."""
+    return torch.device(device).type not in FLOAT64_LESS
+
+
+def precise_dtype(device):
+    """The dtype of the precise state on ``device``, which stays on ``device``: float64 where the device has it, else
+    float32, with the exactness that matters kept by compensated (double-float) arithmetic (``core.bdia``)."""
+    return torch.float64 if has_float64(device) else torch.float32
+
 
 def euler_step(x, denoised, sigma, sigma_next):
     """E_{σ→σ'}(x) = D + (σ'/σ)(x − D): DDIM for ε/v models, Euler for rectified flow."""
@@ -30,9 +44,10 @@ def require_schedule(sigmas, descending=True):
 
 
 def rel_rms(a, b):
-    """Relative RMS error ‖a − b‖ / ‖b‖ per batch element (a tensor of shape [B])."""
-    a, b = a.double().flatten(1), b.double().flatten(1)
-    return (a - b).norm(dim=1) / b.norm(dim=1).clamp_min(1e-300)
+    """Relative RMS error ‖a − b‖ / ‖b‖ per batch element (a tensor of shape [B]), in ``precise_dtype``."""
+    dtype = precise_dtype(b.device)
+    a, b = a.to(dtype).flatten(1), b.to(dtype).flatten(1)
+    return (a - b).norm(dim=1) / b.norm(dim=1).clamp_min(1e-300 if dtype == torch.float64 else torch.finfo(dtype).tiny)
 
 
 def batch_sigma(x, sigma):

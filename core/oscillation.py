@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from .frame import batch_sigma
+from .frame import batch_sigma, precise_dtype
 
 
 @torch.no_grad()
@@ -48,8 +48,8 @@ def oscillation_iterates(model, targets, sigma, iterations, schedule=(0,), extra
 
 
 def periodicity(history, period):
-    """Worst-over-batch mean relative distance ‖z_{k+p} − z_k‖ / RMS‖z‖ over the history."""
-    h = history.flatten(2).double()
+    """Worst-over-batch mean relative distance ‖z_{k+p} − z_k‖ / RMS‖z‖ over the history, in ``precise_dtype``."""
+    h = history.flatten(2).to(precise_dtype(history.device))
     scale = h.norm(dim=2).mean(0).clamp_min(1e-30)
     return float(((h[period:] - h[:-period]).norm(dim=2).mean(0) / scale).max())
 
@@ -94,13 +94,28 @@ def pairwise_distances(history, block=64):
     """Matrix [K, K] of mean-over-batch Euclidean distances between iterates (the paper's Fig. 2c).
 
     Float64 on blocks of ``block`` iterates of one image at a time: the working memory is two blocks, not a
-    float64 copy of the whole history (which long runs cannot afford)."""
+    float64 copy of the whole history (which long runs cannot afford). On a device without float64: float32, one
+    matrix product per pair of blocks (``cdist`` is missing on some such devices) of the iterates less the image's
+    mean iterate, so ‖a‖² + ‖b‖² − 2a·b cancels little; the nearest iterates' distances are then good to a few 1e-4
+    of the orbit's radius (float32's √ε), plenty for the map."""
     h = history.flatten(2)
     k, batch = h.shape[:2]
-    out = torch.zeros(k, k, dtype=torch.float64, device=h.device)
+    dtype = precise_dtype(h.device)
+    out = torch.zeros(k, k, dtype=dtype, device=h.device)
     for b in range(batch):
+        centre = None if dtype == torch.float64 else h[:, b].mean(0, dtype=dtype)
         for i in range(0, k, block):
-            rows = h[i:i + block, b].double()
+            rows = h[i:i + block, b].to(dtype)
             for j in range(0, k, block):
-                out[i:i + block, j:j + block] += torch.cdist(rows, h[j:j + block, b].double())
+                out[i:i + block, j:j + block] += _distances(rows, h[j:j + block, b].to(dtype), centre)
     return out / batch
+
+
+def _distances(a, b, centre=None):
+    """Euclidean distances between the rows of ``a`` and ``b``: ``cdist``, or with a ``centre`` one matrix product of
+    the rows less the centre (‖a‖² + ‖b‖² − 2a·b, which cancels little for rows near the centre)."""
+    if centre is None:
+        return torch.cdist(a, b)
+    a, b = a - centre, b - centre
+    squared = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * (a @ b.T)
+    return squared.clamp_min(0).sqrt()

@@ -17,7 +17,7 @@ class BDIAInversion:
 
     def __init__(self, method, gamma, signature, sigmas, x_top, x_below):
         self.method, self.gamma, self.signature, self.sigmas = method, gamma, signature, sigmas
-        self.x_top, self.x_below = x_top.double().cpu(), x_below.double().cpu()
+        self.x_top, self.x_below = x_top.cpu().double(), x_below.cpu().double()
 
 
 GAMMA_MIN_INVERT = 0.01  # the inverse divides by γ: BDIA Invert's γ widget starts here
@@ -44,7 +44,7 @@ def check_inversion(node, inversion, signature, sigmas, x, method, gamma):
     if inversion.signature != signature:
         fail(node, "inversion", f"was made with a {inversion.signature} model; this model is {signature}")
     if len(sigmas) != len(inversion.sigmas) or not bool(
-            (sigmas.double().cpu() - inversion.sigmas).abs().le(1e-5 * inversion.sigmas.abs() + 1e-7).all()):
+            (sigmas.cpu().double() - inversion.sigmas).abs().le(1e-5 * inversion.sigmas.abs() + 1e-7).all()):
         fail(node, "inversion", "must be used with the sigmas it was inverted on",
              f"{len(sigmas) - 1} steps from σ={float(sigmas[0]):.4g} vs {len(inversion.sigmas) - 1} from "
              f"σ={float(inversion.sigmas[0]):.4g}")
@@ -53,7 +53,7 @@ def check_inversion(node, inversion, signature, sigmas, x, method, gamma):
     if method != inversion.method or (method == "bdia" and gamma != inversion.gamma):
         fail(node, "gamma/method", f"must match the inversion ({inversion.method}, γ={inversion.gamma})",
              f"{method}, γ={gamma}")
-    if float(core.rel_rms(x, inversion.x_top.to(x.device)).max()) > 1e-3:
+    if float(core.rel_rms(x, inversion.x_top.to(x.device, core.frame.precise_dtype(x.device))).max()) > 1e-3:
         fail(node, "noise", "must be the NOISE output of the same BDIAInvert (the start state differs from the "
                             "inverted one)")
 
@@ -68,13 +68,14 @@ def sample_fn(model, x, sigmas, extra_args=None, callback=None, disable=None, me
     check_sigmas(node, sigmas, direction="descending")
     check_samples(node, "latent_image (of SamplerCustomAdvanced)", x, base)
     x_below = None
+    precise = core.frame.precise_dtype(x.device)  # float64, or float32 on a device without it (MPS, DirectML)
     if inversion is not None:
         check_inversion(node, inversion, family_signature(base), sigmas, x, method, gamma)
-        x, x_below = inversion.x_top.to(x.device), inversion.x_below.to(x.device)
+        x, x_below = inversion.x_top.to(x.device, precise), inversion.x_below.to(x.device, precise)
     preview = None if callback is None else (
         lambda d: callback({**d, "x": d["x"].float(), "denoised": d["denoised"].float()}))
     cb = checked_callback(node, preview, len(sigmas) - 1, "'gamma' and SamplerCustomAdvanced's 'sigmas' and latent")
-    out = _run_core(True, wrap_denoiser(model), x.double(), sigmas.double(), extra_args, cb, disable, method,
+    out = _run_core(True, wrap_denoiser(model), x.to(precise), sigmas.to(precise), extra_args, cb, disable, method,
                     gamma, flow, x_below=x_below)
     check_finite_output(node, "the final state", out, "'gamma' and SamplerCustomAdvanced's 'sigmas' and latent")
     return out.float()

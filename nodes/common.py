@@ -296,7 +296,9 @@ class CoreSampler(comfy.samplers.Sampler):
                disable_pbar=False):
         self.guider, self.base_model = model_wrap, model_wrap.inner_model
         model = wrap_denoiser(model_wrap, counter=self.counter)
-        x = self.run(model, latent_image.double(), sigmas.double(), extra_args,
+        from ..core.frame import precise_dtype  # float64, or float32 on a device without it (MPS, DirectML)
+        precise = precise_dtype(latent_image.device)
+        x = self.run(model, latent_image.to(precise), sigmas.to(precise), extra_args,
                      core_callback(callback, self.total or len(sigmas) - 1, self.node))
         if self.node is not None:
             check_finite_output(self.node, "the final state", x)
