@@ -62,8 +62,8 @@ def post_inversion_optimize(model, z, sigma, targets, weights=None, flow=True, s
             "prediction": torch.full_like(z, math.nan)}
 
     def keep(per_image, state, prediction):  # the best state so far, image by image
-        better = (per_image.detach().double().cpu() < best["loss"]) & torch.isfinite(per_image.detach().cpu())
-        best["loss"] = torch.where(better, per_image.detach().double().cpu(), best["loss"])
+        better = (per_image.detach().cpu().double() < best["loss"]) & torch.isfinite(per_image.detach().cpu())
+        best["loss"] = torch.where(better, per_image.detach().cpu().double(), best["loss"])
         rows = better.to(state.device).reshape(-1, *[1] * (state.dim() - 1))
         best["state"] = torch.where(rows, state.detach(), best["state"])
         best["prediction"] = torch.where(rows, prediction.detach(), best["prediction"])

@@ -193,7 +193,7 @@ def check_sigmas(node, sigmas, name="sigmas", direction=None):
              if torch.is_tensor(sigmas) else type(sigmas).__name__)
     if sigmas.dtype == torch.bool or sigmas.is_complex():
         fail(node, name, "must hold real noise levels", f"dtype {sigmas.dtype}")
-    s = sigmas.detach().double().cpu()
+    s = sigmas.detach().cpu().double()  # (on the CPU first: MPS and DirectML have no float64)
     if not torch.isfinite(s).all() or (s < 0).any():
         fail(node, name, "must be finite and non-negative", s.tolist())
     diff = s[1:] - s[:-1]
