@@ -7,14 +7,14 @@ Every method is one function in the k-diffusion shape
 from .frame import euler_step, sample_euler, rel_rms
 from .fixed_point import invert_fixed_point
 from .bdia import sample_bdia, invert_bdia, sample_obelm, invert_obelm
-from .oscillation import oscillation_iterates, detect_period, cluster_centres, pairwise_distances
-from .optimize import post_inversion_optimize
+from .oscillation import oscillation_iterates, detect_period, cluster_centres, pairwise_distances, oscillation_inversion
+from .optimize import post_inversion_optimize, fine_tune_inversion, LowRank
 from . import attention  # noqa: F401  (attention control for editing: core.attention.*)
 
 __all__ = [
     "euler_step", "sample_euler", "rel_rms",
     "invert_fixed_point",
     "sample_bdia", "invert_bdia", "sample_obelm", "invert_obelm",
-    "oscillation_iterates", "detect_period", "cluster_centres", "pairwise_distances",
-    "post_inversion_optimize",
+    "oscillation_iterates", "detect_period", "cluster_centres", "pairwise_distances", "oscillation_inversion",
+    "post_inversion_optimize", "fine_tune_inversion", "LowRank",
 ]

@@ -23,9 +23,9 @@ import math
 import torch
 
 
-def post_inversion_optimize(model, z, sigma, targets, weights=None, flow=True, steps=6, rounds=20, lr_eps=0.05,
-                            lr_x=0.01, extra_args=None, callback=None, losses=None, loss="squared", split="velocity",
-                            summary=None):
+def post_inversion_optimize(model, z, sigma, targets, weights=None, flow=True, steps=6, rounds=20, lr_noise=0.05,
+                            lr_image=0.01, extra_args=None, callback=None, loss="squared", split="velocity",
+                            return_info=False):
     """Optimise ``(x̂, v)`` so that the one-step prediction of ``z = x̂ + σ v`` matches the targets.
 
     Args:
@@ -33,16 +33,15 @@ def post_inversion_optimize(model, z, sigma, targets, weights=None, flow=True, s
         z: the inverted state at ``sigma``, [B, ...].
         targets: list of clean latents y_j, each shaped like ``z``; ``weights`` their weights (default equal).
         flow: rectified flow (α = 1 − σ) rather than VE (α = 1).
-        steps, rounds: AdamW steps per round, rounds; ``lr_eps``/``lr_x``: learning rates for the noise part (v or ε) and x̂.
+        steps, rounds: AdamW steps per round, rounds; ``lr_noise``/``lr_image``: learning rates for the noise part
+            (v or ε) and x̂.
         loss: ``"squared"`` (mean squared error, the default) or ``"norm"`` (the official code's unsquared norm).
         split: ``"velocity"`` (z = x̂ + σ v, the official code's; the default) or ``"noise"`` (z = α x̂ + σ ε).
-        callback: called with ``{"i", "loss", "denoised"}`` after every step; ``losses`` (a list) collects the loss
-            of every state evaluated: ``steps·rounds + 1`` values, the input's first and the final state's last.
-        summary: optional dict, filled with ``loss`` (of the returned states, averaged over the images), ``initial``
-            (of the input) and ``evaluations_per_image``.
+        callback: called with ``{"i", "loss", "denoised"}`` after every step.
     Returns: ``(state, prediction)``: per image, the best state evaluated (lowest loss; images are independent)
-        and ``D(state)``. The model is evaluated ``steps·rounds + 1`` times per image; ``losses`` holds the loss
-        averaged over the images.
+        and ``D(state)``; with ``return_info`` also a dict: ``losses`` (the loss, averaged over the images, of every
+        state evaluated: ``steps·rounds + 1`` values, the input's first and the final state's last), ``loss`` (of
+        the returned states), ``initial`` (of the input) and ``evaluations_per_image`` (``steps·rounds + 1``).
     """
     if loss not in ("squared", "norm"):
         raise ValueError(f"loss must be 'squared' or 'norm', got {loss!r}")
@@ -70,7 +69,7 @@ def post_inversion_optimize(model, z, sigma, targets, weights=None, flow=True, s
 
     state = z.detach()
     x_hat = eps = opt = None
-    losses_initial, evaluations = [], 0
+    losses, evaluations = [], 0
     for i in range(steps * rounds):
         state = state.detach().requires_grad_(True)
         prediction = model(state, s_in, **extra_args)
@@ -78,17 +77,14 @@ def post_inversion_optimize(model, z, sigma, targets, weights=None, flow=True, s
         value = per_image.mean()
         keep(per_image, state, prediction)
         evaluations += 1
-        if i == 0:
-            losses_initial.append(float(value.detach()))
-        if losses is not None:
-            losses.append(float(value.detach()))
+        losses.append(float(value.detach()))
         if not math.isfinite(float(value.detach())):
             break
         if i % steps == 0:  # round boundary: split the current state again, consistently, and restart AdamW
             x_hat = prediction.detach().clone()
             eps = ((state.detach() - alpha * x_hat) / sigma).requires_grad_(True)
             x_hat.requires_grad_(True)
-            opt = torch.optim.AdamW([{"params": [eps], "lr": lr_eps}, {"params": [x_hat], "lr": lr_x}])
+            opt = torch.optim.AdamW([{"params": [eps], "lr": lr_noise}, {"params": [x_hat], "lr": lr_image}])
         opt.zero_grad()
         value.backward()  # z = α x̂ + σ ε is linear: ∂L/∂x̂ = α ∂L/∂z, ∂L/∂ε = σ ∂L/∂z
         x_hat.grad, eps.grad = alpha * state.grad, sigma * state.grad
@@ -102,11 +98,52 @@ def post_inversion_optimize(model, z, sigma, targets, weights=None, flow=True, s
             per_image = objective(prediction)
         keep(per_image, state, prediction)
         evaluations += 1
-        if losses is not None:
-            losses.append(float(per_image.mean()))
-    if summary is not None:
-        summary.update(loss=float(best["loss"].mean()), initial=losses_initial[0] if losses_initial else math.nan,
-                       evaluations_per_image=evaluations)
+        losses.append(float(per_image.mean()))
     if not bool(torch.isfinite(best["loss"]).all()):  # the input itself was not finite under the model
         raise ValueError("post_inversion_optimize: the loss at the input state is not finite")
-    return best["state"], best["prediction"]
+    info = {"losses": losses, "loss": float(best["loss"].mean()), "initial": losses[0] if losses else math.nan,
+            "evaluations_per_image": evaluations}
+    return (best["state"], best["prediction"], info) if return_info else (best["state"], best["prediction"])
+
+
+class LowRank(torch.nn.Module):
+    """A weight wrapper ``W ↦ W + (α/r)·B·A`` (LoRA, Hu et al. 2021); B starts at 0, so the model starts unchanged."""
+
+    def __init__(self, weight, rank, generator=None):
+        super().__init__()
+        out_features, in_features = weight.shape[0], weight[0].numel()
+        self.shape, self.scale = weight.shape, 1.0 / rank
+        self.down = torch.nn.Parameter(torch.randn(rank, in_features, generator=generator) / in_features ** 0.5)
+        self.up = torch.nn.Parameter(torch.zeros(out_features, rank))
+
+    def forward(self, weight):
+        delta = (self.up @ self.down).reshape(self.shape) * self.scale
+        return weight + delta.to(device=weight.device, dtype=weight.dtype)
+
+
+def fine_tune_inversion(model, z, sigma, target, adapters, extra_args=None, callback=None, steps=100,
+                        learning_rate=1e-4, return_info=False):
+    """Fine-tuned inversion (Oscillation Inversion names it without an algorithm; this is the pack's definition):
+    train the parameters of ``adapters`` (modules, e.g. :class:`LowRank` weight wrappers the model applies) with AdamW
+    so that the one-step prediction from the inverted state matches the target,
+
+        min_θ ‖D_θ(z, σ) − y‖²  (mean over elements).
+
+    Returns the last prediction ``D_θ(z, σ)``; with ``return_info`` also ``{"losses": [...]}``, one per step.
+    """
+    extra_args = {} if extra_args is None else extra_args
+    s_in = z.new_ones([z.shape[0]]) * sigma
+    params = [p for adapter in adapters for p in adapter.parameters()]
+    opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
+    losses = []
+    for i in range(steps):
+        opt.zero_grad()
+        prediction = model(z, s_in, **extra_args).float()
+        value = (prediction - target).square().mean()
+        value.backward()
+        opt.step()
+        losses.append(float(value.detach()))
+        if callback is not None:
+            callback({"i": i, "x": z, "denoised": prediction.detach()})
+    prediction = prediction.detach()
+    return (prediction, {"losses": losses}) if return_info else prediction

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from .frame import batch_sigma, precise_dtype
+from .frame import batch_sigma, precise_dtype, sample_euler
 
 
 @torch.no_grad()
@@ -119,3 +119,29 @@ def _distances(a, b, centre=None):
     a, b = a - centre, b - centre
     squared = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * (a @ b.T)
     return squared.clamp_min(0).sqrt()
+
+
+@torch.no_grad()
+def oscillation_inversion(model, targets, sigma, extra_args=None, callback=None, disable=None, iterations=20,
+                          schedule=(0,), burn_in=4, max_period=6, decode_sigmas=None, history_dtype=None,
+                          return_info=False):
+    """Oscillation / group inversion end to end (arXiv 2411.11135 §3): iterate at σ, drop ``burn_in`` iterates,
+    detect the period, take every cluster centre z̄ and decode it along ``decode_sigmas`` (descending from σ to 0;
+    default ``[σ, 0]``, the one-step prediction D(z̄, σ)).
+
+    Returns the decoded centres [P·B, ...] (centre-major), and with ``return_info`` also a dict: ``history`` (every
+    iterate, [K + 1, B, ...]), ``period``, ``errors`` (periodicity error per candidate period), ``labels`` (which
+    iterates each centre averages) and ``centres`` (the centre states at σ, [P·B, ...]).
+    """
+    history = oscillation_iterates(model, targets, sigma, iterations, schedule, extra_args, callback, history_dtype)
+    kept = history[burn_in:]
+    period, errors = detect_period(kept, max_period)
+    centres, labels = cluster_centres(kept, period, offset=burn_in)
+    x = targets[0]
+    states = centres.flatten(0, 1).to(x.dtype)
+    decode_sigmas = [sigma, 0.0] if decode_sigmas is None else decode_sigmas
+    shifted = None if callback is None else (lambda d: callback({**d, "i": iterations + d["i"]}))
+    decoded = sample_euler(model, states, torch.tensor(decode_sigmas, dtype=x.dtype, device=x.device), extra_args,
+                           shifted, disable=True)
+    info = {"history": history, "period": period, "errors": errors, "labels": labels, "centres": states}
+    return (decoded, info) if return_info else decoded

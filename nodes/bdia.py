@@ -1,11 +1,10 @@
 """BDIASampler and BDIAInvert: thin adapters over core.sample_bdia / invert_bdia (and O-BELM)."""
-from .host import io
 import comfy.samplers
 
 from .. import core
-from .common import (CATEGORY, InvertedNoise, check_choice, check_finite_output, check_latent, check_range,
-                     check_samples, check_sigmas, checked_callback, conditioning_inputs, fail, family_signature,
-                     make_guider, model_family, output_latent, run_in_guider, state_to_latent, wrap_denoiser)
+from .common import (CATEGORY, check_finite_output, check_samples, check_sigmas, checked_callback,
+                     conditioning_inputs, fail, family_signature, model_family, widgets, wrap_denoiser)
+from .host import io, open_model
 from .plot import report_ui
 
 METHODS = ["bdia", "o-belm"]
@@ -99,13 +98,10 @@ class BDIASampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, method, gamma, inversion=None) -> io.NodeOutput:
-        node = "BDIASampler"
-        check_choice(node, "method", method, METHODS)
-        gamma = check_range(node, "gamma", gamma, 0.0, 1.0)
+        options = widgets(cls, locals())
         if inversion is not None and not isinstance(inversion, BDIAInversion):
-            fail(node, "inversion", "must be the 'inversion' output of BDIA Invert", type(inversion).__name__)
-        return io.NodeOutput(comfy.samplers.KSAMPLER(
-            sample_fn, extra_options={"method": method, "gamma": gamma, "inversion": inversion}))
+            fail("BDIASampler", "inversion", "must be the 'inversion' output of BDIA Invert", type(inversion).__name__)
+        return io.NodeOutput(comfy.samplers.KSAMPLER(sample_fn, extra_options={**options, "inversion": inversion}))
 
 
 class BDIAInvert(io.ComfyNode):
@@ -133,29 +129,20 @@ class BDIAInvert(io.ComfyNode):
     @classmethod
     def execute(cls, model, latent, sigmas, method, gamma, cfg=1.0, positive=None, negative=None,
                 guider=None) -> io.NodeOutput:
-        node = "BDIAInvert"
-        guider = make_guider(node, model, positive, negative, cfg, guider)
-        patcher = guider.model_patcher
-        ms = patcher.get_model_object("model_sampling")
-        flow = model_family(node, ms) == "flow"
-        samples = check_latent(node, "latent", latent, patcher)
-        descending = check_sigmas(node, sigmas)
-        check_choice(node, "method", method, METHODS)
-        gamma = check_range(node, "gamma", gamma, GAMMA_MIN_INVERT, 1.0)
-        pair = {}
+        options = widgets(cls, locals())
+        method, gamma = options["method"], options["gamma"]
+        opened = open_model("BDIAInvert", model, positive, negative, options["cfg"], guider)
+        samples, descending = opened.latent("latent", latent), check_sigmas("BDIAInvert", sigmas)
 
         def run(model_fn, x, s, extra_args, callback):
-            pair["top"], pair["below"] = _run_core(False, model_fn, x, s, extra_args, callback, True, method, gamma,
-                                                   flow)
-            return pair["top"]
-        _, sampler = run_in_guider(guider, samples, descending.flip(0), run, node=node)
-        check_finite_output(node, "the inverted pair", pair["below"])
-        inversion = BDIAInversion(method, gamma, family_signature(sampler.base_model), descending, pair["top"],
-                                  pair["below"])
+            top, below = _run_core(False, model_fn, x, s, extra_args, callback, True, method, gamma, opened.flow)
+            return top, below
+        ran = opened.run(run, samples, descending.flip(0))
+        check_finite_output("BDIAInvert", "the inverted pair", ran.info)
         sigma_top = float(descending[0])
-        noise = InvertedNoise(node, pair["top"], sigma_top, ms, patcher.get_model_object("process_latent_in"))
-        inverted = output_latent(latent, state_to_latent(ms, patcher.get_model_object("process_latent_out"),
-                                                         pair["top"], sigma_top))
-        calls = sampler.counter["calls"]
-        text = f"{node}: {method}{'' if method != 'bdia' else f' γ={gamma}'}, {len(descending) - 1} steps, {calls} model calls"
-        return io.NodeOutput(noise, inversion, inverted, text, ui=report_ui(text))
+        inversion = BDIAInversion(method, gamma, family_signature(opened.patcher), descending, ran.state,
+                                  ran.info)
+        text = (f"BDIAInvert: {method}{'' if method != 'bdia' else f' γ={gamma}'}, {len(descending) - 1} steps, "
+                f"{ran.calls} model calls")
+        return io.NodeOutput(opened.noise(ran.state, sigma_top), inversion, opened.noisy(latent, ran.state, sigma_top),
+                             text, ui=report_ui(text))

@@ -13,8 +13,6 @@ import comfy.samplers
 import comfy.utils
 import latent_preview
 
-from .host import seed_control
-
 CATEGORY = "sampling/inversion suite"
 
 
@@ -82,9 +80,9 @@ def model_shape(node, name, samples, model):
     return samples.unsqueeze(2) if dims == 3 and samples.ndim == 4 else samples
 
 
-def family_signature(base_model):
-    """What identifies a model family for a stored inversion state."""
-    return f"{type(base_model.latent_format).__name__}/{model_family('', base_model.model_sampling)}"
+def family_signature(model):
+    """What identifies a model family for a stored inversion state (of a ModelPatcher, patch-aware, or a BaseModel)."""
+    return f"{type(model_object(model, 'latent_format')).__name__}/{model_family('', model_object(model, 'model_sampling'))}"
 
 
 def make_guider(node, model, positive=None, negative=None, cfg=1.0, guider=None):
@@ -242,6 +240,27 @@ def check_bool(node, name, value):
     return value
 
 
+def widgets(node_class, values):
+    """The widget values among ``values`` (a node's ``execute`` arguments), each checked against its own declaration
+    in the node's schema (one rule, said once): INT and FLOAT within their declared min/max (INT whole), COMBO one of
+    its options, BOOLEAN a bool. Returned converted (INT widgets as int), keyed by input name."""
+    schema = node_class.define_schema()
+    node = schema.node_id.replace("InversionSuite_", "")
+    out = {}
+    for widget in schema.inputs:
+        name = widget.id
+        if name not in values or (values[name] is None and getattr(widget, "optional", False)):
+            continue
+        value, kind = values[name], str(widget.get_io_type())
+        if kind in ("INT", "FLOAT"):
+            out[name] = check_range(node, name, value, widget.min, widget.max, integer=kind == "INT")
+        elif kind == "COMBO":
+            out[name] = check_choice(node, name, value, widget.options)
+        elif kind == "BOOLEAN":
+            out[name] = check_bool(node, name, value)
+    return out
+
+
 def check_finite_output(node, step, x, culprits="'latent', 'cfg' and 'sigmas'"):
     """Raise a ValueError naming the node and the step when ``x`` holds NaN or inf: never hand one downstream."""
     if torch.is_tensor(x) and not bool(torch.isfinite(x).all()):
@@ -392,12 +411,20 @@ def conditioning_inputs(io):
     ]
 
 
-def seed_input(io, tooltip):
-    """An INT `seed` whose control_after_generate widget is declared and starts at `fixed` where the API can say so
-    (``host.seed_control``): the frontend gives every INT named `seed` that control, defaulting to randomize, which
-    makes a saved workflow irreproducible and re-runs the node on every queue."""
-    return io.Int.Input("seed", default=0, min=0, max=2 ** 31 - 1, control_after_generate=seed_control(io),
-                        tooltip=tooltip + " Keep the control after generate at 'fixed' for reproducible results.")
+SIGMA_MIN, SIGMA_MAX = 0.01, 14.6  # the σ widget's range: up to SD1.x/SDXL's σ_max (14.61); flow models stop at 1
+SIGMA_MODES = ["absolute", "fraction of schedule"]
+
+
+def sigma_inputs(io, tooltip):
+    """A fixed noise level σ and how it is given (absolute, or as a fraction of the model's schedule)."""
+    return [
+        io.Float.Input("sigma", default=0.40, min=SIGMA_MIN, max=SIGMA_MAX, step=0.01,
+                       tooltip=tooltip + " At most the model's σ_max: 1 for flow models (SD3, Flux), about 14.6 for "
+                                         "SD1.x/SDXL. In 'fraction of schedule' mode at most 1."),
+        io.Combo.Input("sigma_mode", options=SIGMA_MODES, default="absolute",
+                       tooltip="absolute: σ as given. fraction of schedule: σ is the noise level that far along the "
+                               "model's own schedule from clean (0) to pure noise (1), shift included."),
+    ]
 
 
 def tolerance_input(io, default):

@@ -1,11 +1,11 @@
 """FixedPointInvert and FixedPointInversionSampler: thin adapters over core.invert_fixed_point."""
 import torch
-from .host import io
+from .host import io, seed_input
 
 from .. import core
 from .common import (CATEGORY, CoreSampler, InvertedNoise, check_choice, check_latent, check_range, check_samples,
                      check_sigmas, conditioning_inputs, make_guider, model_family, output_latent, run_in_guider,
-                     seed_input, state_to_latent, tolerance_input)
+                     state_to_latent, tolerance_input)
 from .plot import convergence_chart, report_ui
 
 CRITERIA = {"inter-path": "inter", "intra-path": "intra"}

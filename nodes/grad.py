@@ -123,18 +123,3 @@ def differentiable(patcher, checkpointing, node="differentiable"):
             for i in range(count):
                 p.set_model_patch_replace(_checkpointed_block, "dit", kind, i)
     return p
-
-
-class LowRank(torch.nn.Module):
-    """A weight wrapper ``W ↦ W + (α/r)·B·A`` (LoRA); B starts at 0 so the model starts unchanged."""
-
-    def __init__(self, weight, rank, generator=None):
-        super().__init__()
-        out_features, in_features = weight.shape[0], weight[0].numel()
-        self.shape, self.scale = weight.shape, 1.0 / rank
-        self.down = torch.nn.Parameter(torch.randn(rank, in_features, generator=generator) / in_features ** 0.5)
-        self.up = torch.nn.Parameter(torch.zeros(out_features, rank))
-
-    def forward(self, weight):
-        delta = (self.up @ self.down).reshape(self.shape) * self.scale
-        return weight + delta.to(device=weight.device, dtype=weight.dtype)

@@ -34,18 +34,30 @@ from torch.overrides import TorchFunctionMode
 
 import comfy.model_management
 
+from .common import (InvertedNoise, check_latent, fail, make_guider, model_family, output_latent, run_in_guider,
+                     state_to_latent)
+
 try:
     from comfy_api.v0_0_2 import ComfyExtension, io
 except ImportError:  # pragma: no cover - exercised by a test that hides v0_0_2
     from comfy_api.latest import ComfyExtension, io
 
-__all__ = ["ComfyExtension", "io", "seed_control", "training", "non_dynamic", "complete_params", "DYNAMIC_VRAM_FLAG"]
+__all__ = ["ComfyExtension", "io", "seed_input", "seed_control", "training", "non_dynamic", "complete_params",
+           "DYNAMIC_VRAM_FLAG", "open_model", "Opened", "Ran"]
 
 DYNAMIC_VRAM_FLAG = "--disable-dynamic-vram"
 _ABSENT = object()
 
 
 # ---------------------------------------------------------------- node API
+def seed_input(io_module, tooltip):
+    """An INT `seed` whose control_after_generate widget is declared and starts at `fixed` where the API can say so
+    (``seed_control``): the frontend gives every INT named `seed` that control, defaulting to randomize, which
+    makes a saved workflow irreproducible and re-runs the node on every queue."""
+    return io_module.Int.Input("seed", default=0, min=0, max=2 ** 31 - 1, control_after_generate=seed_control(io_module),
+                               tooltip=tooltip + " Keep the control after generate at 'fixed' for reproducible results.")
+
+
 def seed_control(io_module=None):
     """The ``control_after_generate`` a seed declares: ``fixed`` where the API has the ControlAfterGenerate enum
     (0.30+), else ``True`` (0.3.64 takes only a boolean; the bundled workflows then store ``fixed``)."""
@@ -151,3 +163,80 @@ def complete_params(params_class, config):
                if f.name not in config and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING}
     return {**config, **missing}
+
+
+# ---------------------------------------------------------------- opening an inversion (every node)
+class Ran:
+    """What a core run inside the guider gave: the final model-space ``state``, the run's ``info`` (what the core
+    function returned beside the state) and the number of model ``calls``."""
+
+    def __init__(self, state, info, calls):
+        self.state, self.info, self.calls = state, info, calls
+
+
+class Opened:
+    """A node's connection to its model: the guider (the connected GUIDER, or a stock CFGGuider built from model,
+    positive, negative and cfg), the model's facts (``model_sampling``; ``frame``, 've' or 'flow') and the checks,
+    conversions and hand-overs every node shares. Made by :func:`open_model`; nothing here is method-specific."""
+
+    def __init__(self, node, guider):
+        self.node, self.guider = node, guider
+        self.patcher = guider.model_patcher
+        self.model_sampling = self.patcher.get_model_object("model_sampling")
+        self.frame = model_family(node, self.model_sampling)
+        self.flow = self.frame == "flow"
+
+    def latent(self, name, latent, like=None, like_name="the latent"):
+        """The checked samples of a LATENT input in the model's layout; with ``like``, also of that shape."""
+        samples = check_latent(self.node, name, latent, self.patcher)
+        if like is not None and tuple(samples.shape) != tuple(like.shape):
+            fail(self.node, name, f"must have the same shape as {like_name} {list(like.shape)}", list(samples.shape))
+        return samples
+
+    def run(self, fn, start, sigmas, total=None, guider=None):
+        """``fn(model, x, sigmas, extra_args, callback)`` inside the guider (model loading, conds, CFG, patches,
+        previews, Cancel), from ``start`` (LATENT space) along ``sigmas``. ``fn`` returns the final state, or
+        ``(state, info)``. Every step's state and the final state are checked for NaN/inf."""
+        found = {}
+
+        def run(model, x, s, extra_args, callback):
+            result = fn(model, x, s, extra_args, callback)
+            state, found["info"] = result if isinstance(result, tuple) else (result, None)
+            return state
+        _, sampler = run_in_guider(guider or self.guider, start, sigmas, run, total=total, node=self.node)
+        return Ran(sampler.state, found["info"], sampler.counter["calls"])
+
+    def fixed_sigma(self, sigma, sigma_mode):
+        """The absolute σ of a σ widget (its declared range already checked), in (0, σ_max] of this model; in
+        'fraction of schedule' mode at most 1, and 1 is σ_max."""
+        smax = float(self.model_sampling.sigma_max)
+        if sigma_mode == "fraction of schedule":
+            if sigma > 1.0:
+                fail(self.node, "sigma", "must be at most 1 in 'fraction of schedule' mode", sigma)
+            sigma = min(float(self.model_sampling.percent_to_sigma(1.0 - sigma)), smax)
+        if not 0 < sigma <= smax:
+            fail(self.node, "sigma", f"must be at most σ_max = {smax:.4g} for this model", sigma)
+        return sigma
+
+    def process_in(self, samples):
+        return self.patcher.get_model_object("process_latent_in")(samples)
+
+    def clean(self, like, x):
+        """A LATENT like the input ``like`` (its other keys kept) holding the clean model-space latent ``x``."""
+        return output_latent(like, self.patcher.get_model_object("process_latent_out")(x.float().cpu()))
+
+    def noisy(self, like, state, sigma):
+        """A LATENT like ``like`` holding ``state``, as a stock sampler with DisableNoise starts from it at σ."""
+        return output_latent(like, state_to_latent(self.model_sampling,
+                                                   self.patcher.get_model_object("process_latent_out"), state, sigma))
+
+    def noise(self, state, sigma, seed=0):
+        """A NOISE that starts any stock sampler exactly at ``state`` at level ``sigma``."""
+        return InvertedNoise(self.node, state, sigma, self.model_sampling,
+                             self.patcher.get_model_object("process_latent_in"), seed=seed)
+
+
+def open_model(node, model=None, positive=None, negative=None, cfg=1.0, guider=None):
+    """What every node that drives a model starts with: the guider (checked) and the model's facts; a model the
+    pack cannot invert is refused here, before any model call."""
+    return Opened(node, make_guider(node, model, positive, negative, cfg, guider))

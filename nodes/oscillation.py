@@ -1,11 +1,10 @@
 """OscillationInvert and GroupInversion: thin adapters over core.oscillation."""
 import torch
-from .host import io
+from .host import io, open_model
 import comfy.samplers
 
 from .. import core
-from .common import (CATEGORY, check_choice, check_finite_output, check_latent, check_range, conditioning_inputs,
-                     fail, make_guider, model_family, model_shape, output_latent, run_in_guider, state_to_latent)
+from .common import CATEGORY, check_finite_output, conditioning_inputs, fail, output_latent, sigma_inputs, widgets
 from .plot import distance_map, report_ui
 
 DECODE = ["one-step", "sample"]
@@ -13,14 +12,7 @@ LETTERS = "ABCD"
 
 
 def oscillation_inputs():
-    return [
-        io.Float.Input("sigma", default=0.40, min=SIGMA_MIN, max=SIGMA_MAX, step=0.01,
-                       tooltip="The fixed noise level σ (the paper: 0.40 on Flux's unshifted schedule). At most the "
-                               "model's σ_max: 1 for flow models (SD3, Flux), about 14.6 for SD1.x/SDXL. In "
-                               "'fraction of schedule' mode at most 1."),
-        io.Combo.Input("sigma_mode", options=["absolute", "fraction of schedule"], default="absolute",
-                       tooltip="absolute: σ as given. fraction of schedule: σ is the noise level that far along the "
-                               "model's own schedule from clean (0) to pure noise (1), shift included."),
+    return sigma_inputs(io, "The fixed noise level σ (the paper: 0.40 on Flux's unshifted schedule).") + [
         io.Int.Input("iterations", default=20, min=2, max=1000,
                      tooltip="Fixed-point iterations, one model call each (the paper: 20–30). Memory grows with "
                              "them: per iteration and image, the history keeps one latent in the model's precision "
@@ -53,24 +45,6 @@ OUTPUTS = [
 ]
 
 
-SIGMA_MIN, SIGMA_MAX = 0.01, 14.6  # the σ widget's range: up to SD1.x/SDXL's σ_max (14.61); flow models stop at 1
-SIGMA_MODES = ["absolute", "fraction of schedule"]
-
-
-def resolve_sigma(node, ms, sigma, sigma_mode):
-    """The absolute σ, in (0, σ_max] of this model; a fraction of 1 is σ_max."""
-    check_choice(node, "sigma_mode", sigma_mode, SIGMA_MODES)
-    smax = float(ms.sigma_max)
-    if sigma_mode == "fraction of schedule":
-        sigma = check_range(node, "sigma", sigma, SIGMA_MIN, 1.0)
-        sigma = min(float(ms.percent_to_sigma(1.0 - sigma)), smax)
-    else:
-        sigma = check_range(node, "sigma", sigma, SIGMA_MIN, SIGMA_MAX)
-    if not 0 < sigma <= smax:
-        fail(node, "sigma", f"must be at most σ_max = {smax:.4g} for this model", sigma)
-    return sigma
-
-
 def history_precision(patcher):
     """The dtype the model computes in (its manual-cast dtype, else its weights'), float32 for anything else (fp8
     weights, float64): the precision the iterate history is kept in."""
@@ -94,56 +68,37 @@ def rebatched_latent(latent, samples):
     return out
 
 
-def run_oscillation(node, guider, latents, schedule, sigma, sigma_mode, iterations, burn_in, max_period, decode,
-                    decode_steps):
-    """Shared by both nodes: validate, iterate inside the guider, cluster, decode; returns the node outputs."""
-    patcher = guider.model_patcher
-    ms = patcher.get_model_object("model_sampling")
-    model_family(node, ms)
-    iterations = check_range(node, "iterations", iterations, 2, 1000, integer=True)
-    burn_in = min(check_range(node, "burn_in", burn_in, 0, 999, integer=True), iterations - 2)
-    max_period = check_range(node, "max_period", max_period, 1, 64, integer=True)
-    decode_steps = check_range(node, "decode_steps", decode_steps, 1, 200, integer=True)
-    check_choice(node, "decode", decode, DECODE)
-    sigma = resolve_sigma(node, ms, sigma, sigma_mode)
-    process_in = patcher.get_model_object("process_latent_in")
-    targets = [process_in(model_shape(node, "latent", latent["samples"], patcher).float()) for latent in latents]
-    tail = [float(s) for s in comfy.samplers.calculate_sigmas(ms, "simple", decode_steps) if s < sigma]
-    decode_sigmas = [sigma, 0.0] if decode == "one-step" else [sigma] + tail
-    found = {}
+def run_oscillation(opened, latents, schedule, options):
+    """Shared by both nodes: the core pipeline inside the guider (``core.oscillation_inversion``), then the outputs."""
+    node, patcher = opened.node, opened.patcher
+    iterations = options["iterations"]
+    burn_in = min(options["burn_in"], iterations - 2)
+    sigma = opened.fixed_sigma(options["sigma"], options["sigma_mode"])
+    targets = [opened.process_in(t.float()) for t in latents]
+    tail = [float(s) for s in comfy.samplers.calculate_sigmas(opened.model_sampling, "simple", options["decode_steps"])
+            if s < sigma]
+    decode_sigmas = [sigma, 0.0] if options["decode"] == "one-step" else [sigma] + tail
     precision = history_precision(patcher)
 
     def run(model, x, sigmas, extra_args, callback):
-        ys = [t.to(x.device, x.dtype) for t in targets]
-        history = core.oscillation_iterates(model, ys, sigma, iterations, schedule, extra_args, callback,
-                                            history_dtype=precision)
-        period, errors = core.detect_period(history[burn_in:], max_period)
-        centres, labels = core.cluster_centres(history[burn_in:], period, offset=burn_in)
-        flat = centres.flatten(0, 1).to(x.dtype)
-        found.update(history=history, period=period, errors=errors, labels=labels, states=flat)
-        decoded = core.sample_euler(model, flat, torch.tensor(decode_sigmas, dtype=x.dtype, device=x.device),
-                                    extra_args, None if callback is None else (
-                                        lambda d: callback({**d, "i": iterations + d["i"]})), disable=True)
-        return decoded
-
-    start = model_shape(node, "latent", latents[0]["samples"], patcher)
-    _, sampler = run_in_guider(guider, start, torch.tensor([sigma, 0.0]), run,
-                               total=iterations + len(decode_sigmas) - 1, node=node)
-    check_finite_output(node, "the cluster centres", found["states"])
-    process_out = patcher.get_model_object("process_latent_out")
-    decoded = process_out(sampler.state.float().cpu())
-    states = state_to_latent(ms, process_out, found["states"], sigma)
-    history = found["history"]
-    iterates = process_out(history.flatten(0, 1).float().cpu())
-    errors = ", ".join(f"p={p}: {e:.2e}" for p, e in enumerate(found["errors"], 1))
-    shape = "aperiodic orbit, clustered by its least-error period" if min(found["errors"]) >= 0.1 else "period"
+        return core.oscillation_inversion(model, [t.to(x.device, x.dtype) for t in targets], sigma, extra_args,
+                                          callback, iterations=iterations, schedule=schedule, burn_in=burn_in,
+                                          max_period=options["max_period"], decode_sigmas=decode_sigmas,
+                                          history_dtype=precision, return_info=True)
+    ran = opened.run(run, latents[0], torch.tensor([sigma, 0.0]), total=iterations + len(decode_sigmas) - 1)
+    info = ran.info
+    check_finite_output(node, "the cluster centres", info["centres"])
+    history = info["history"]
+    errors = ", ".join(f"p={p}: {e:.2e}" for p, e in enumerate(info["errors"], 1))
+    shape = "aperiodic orbit, clustered by its least-error period" if min(info["errors"]) >= 0.1 else "period"
     text = (f"{node}: σ={sigma:.4g}, {iterations} iterations, burn-in {burn_in}; detected {shape} "
-            f"{found['period']} (periodicity errors {errors}); centres: {', '.join(found['labels'])}; "
-            f"{sampler.counter['calls']} model calls")
-    base = latents[0]
-    return io.NodeOutput(rebatched_latent(base, decoded), rebatched_latent(base, states),
-                         rebatched_latent(base, iterates),
-                         distance_map(core.pairwise_distances(history), found["period"], burn_in), text,
+            f"{info['period']} (periodicity errors {errors}); centres: {', '.join(info['labels'])}; "
+            f"{ran.calls} model calls")
+    like = {**options["like"]}
+    return io.NodeOutput(rebatched_latent(like, opened.clean(like, ran.state)["samples"]),
+                         rebatched_latent(like, opened.noisy(like, info["centres"], sigma)["samples"]),
+                         rebatched_latent(like, opened.clean(like, history.flatten(0, 1))["samples"]),
+                         distance_map(core.pairwise_distances(history), info["period"], burn_in), text,
                          ui=report_ui(text))
 
 
@@ -165,12 +120,9 @@ class OscillationInvert(io.ComfyNode):
     @classmethod
     def execute(cls, model, latent, sigma, sigma_mode, iterations, burn_in, max_period, decode, decode_steps,
                 cfg=1.0, positive=None, negative=None, guider=None) -> io.NodeOutput:
-        node = "OscillationInvert"
-        guider = make_guider(node, model, positive, negative, cfg, guider)
-        samples = check_latent(node, "latent", latent, guider.model_patcher)
-        latent = {**latent, "samples": samples}
-        return run_oscillation(node, guider, [latent], (0,), sigma, sigma_mode, iterations, burn_in, max_period,
-                               decode, decode_steps)
+        options = widgets(cls, locals())
+        opened = open_model("OscillationInvert", model, positive, negative, options["cfg"], guider)
+        return run_oscillation(opened, [opened.latent("latent", latent)], (0,), {**options, "like": latent})
 
 
 MAX_SCHEDULE = 64
@@ -221,20 +173,13 @@ class GroupInversion(io.ComfyNode):
                 decode_steps, image_c=None, image_d=None, cfg=1.0, positive=None, negative=None,
                 guider=None) -> io.NodeOutput:
         node = "GroupInversion"
-        guider = make_guider(node, model, positive, negative, cfg, guider)
+        options = widgets(cls, locals())
+        opened = open_model(node, model, positive, negative, options["cfg"], guider)
         images = [image_a, image_b, image_c, image_d]
         order = parse_schedule(node, schedule, [im is not None for im in images])
-        shape = None
-        for k, (c, im) in enumerate(zip(LETTERS, images)):
-            if im is None:
-                continue
-            samples = check_latent(node, f"image_{c.lower()}", im, guider.model_patcher)
-            images[k] = {**im, "samples": samples}
-            if shape is not None and tuple(samples.shape) != shape:
-                fail(node, f"image_{c.lower()}", f"must have the same shape as image_a {list(shape)}",
-                     list(samples.shape))
-            shape = shape or tuple(samples.shape)
+        first = opened.latent("image_a", image_a)
+        samples = [first] + [opened.latent(f"image_{c.lower()}", im, first, "image_a") if im is not None else None
+                             for c, im in zip(LETTERS[1:], images[1:])]
         used = sorted(set(order))
-        remap = tuple(used.index(i) for i in order)
-        return run_oscillation(node, guider, [images[i] for i in used], remap, sigma, sigma_mode, iterations, burn_in,
-                               max_period, decode, decode_steps)
+        return run_oscillation(opened, [samples[i] for i in used], tuple(used.index(i) for i in order),
+                               {**options, "like": image_a})

@@ -14,8 +14,8 @@ def test_one_target_loss_falls_below_10_percent(flow):
     start = model.sample(2, generator=torch.Generator().manual_seed(1), component=0)
     target = model.sample(2, generator=torch.Generator().manual_seed(2), component=1)
     z = (1 - SIGMA[flow] if flow else 1.0) * start + SIGMA[flow] * torch.randn(start.shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
-    losses = []
-    z_opt, pred = post_inversion_optimize(model, z, SIGMA[flow], [target], flow=flow, losses=losses)
+    z_opt, pred, info = post_inversion_optimize(model, z, SIGMA[flow], [target], flow=flow, return_info=True)
+    losses = info["losses"]
     print(f"flow={flow}: loss {losses[0]:.3e} -> {losses[-1]:.3e}")
     assert len(losses) == 6 * 20 + 1  # every state evaluated, the input's first and the returned one's last
     assert losses[-1] <= 0.1 * losses[0]
@@ -29,8 +29,9 @@ def test_two_weighted_targets(flow):
     a = model.sample(1, generator=torch.Generator().manual_seed(4), component=0)
     b = a + 0.1 * torch.randn(a.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     z = (1 - SIGMA[flow] if flow else 1.0) * start + SIGMA[flow] * torch.randn(start.shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
-    losses = []
-    _, pred = post_inversion_optimize(model, z, SIGMA[flow], [a, b], weights=[0.7, 0.3], flow=flow, losses=losses)
+    _, pred, info = post_inversion_optimize(model, z, SIGMA[flow], [a, b], weights=[0.7, 0.3], flow=flow,
+                                            return_info=True)
+    losses = info["losses"]
     assert losses[-1] <= 0.1 * losses[0]
     # the prediction moves to the weighted mean of the targets
     blend = 0.7 * a + 0.3 * b
@@ -62,8 +63,9 @@ def test_returned_state_is_no_worse_and_prediction_is_its_own(flow, split):
     the input, and ``prediction`` must be D(state) exactly."""
     for seed in range(2):
         model, z, y = off_manifold_case(flow, seed)
-        losses = []
-        state, prediction = post_inversion_optimize(model, z, SIGMA[flow], [y], flow=flow, split=split, losses=losses)
+        state, prediction, info = post_inversion_optimize(model, z, SIGMA[flow], [y], flow=flow, split=split,
+                                                          return_info=True)
+        losses = info["losses"]
         sigma_in = torch.full((1,), SIGMA[flow], dtype=torch.float64)
         assert torch.equal(model(state, sigma_in), prediction)
         before, after = mse(model, z, y, SIGMA[flow]), mse(model, state, y, SIGMA[flow])

@@ -121,7 +121,7 @@ def test_fine_tune_moves_prediction_and_leaves_input_model(family, loaded):
 
 def test_bad_input_is_a_clear_error():
     family, loaded = "sd3", hostlib.tiny_model("sd3")
-    with pytest.raises(ValueError, match=r"PostInversionOptimize: input 'target_1' must have the latent's shape"):
+    with pytest.raises(ValueError, match=r"PostInversionOptimize: input 'target_1' must have the same shape as the latent"):
         optimize(loaded, family, target_1=hostlib.image_latent(family, size=8))
     with pytest.raises(ValueError, match=r"PostInversionOptimize: input 'weight_2' must be 0 when target_2 is not"):
         optimize(loaded, family, weight_2=0.5)

@@ -151,7 +151,7 @@ def test_latent_outputs_carry_only_keys_valid_for_their_batch(family, model, nod
 def test_history_is_kept_in_the_models_precision(monkeypatch):
     """Issue 14: the iterate history is kept in the model's compute precision (bf16 here: 2 bytes per value instead
     of float64's 8), while the iteration itself runs in float64 (the stored iterates are its rounded values)."""
-    import inversion_suite.core as core
+    import inversion_suite.core.oscillation as core
     model = hostlib.tiny_model("sd3").clone()
     model.set_model_compute_dtype(torch.bfloat16)
     kept = []

@@ -182,7 +182,7 @@ def test_seed_control_defaults_to_fixed_where_the_api_can_say_so():
     """ComfyUI ≥ 0.4 has io.ControlAfterGenerate (string default for the frontend); 0.3.64 only a boolean."""
     import enum
     import types
-    from inversion_suite.nodes.common import seed_input
+    from inversion_suite.nodes.host import seed_input
 
     class Mode(str, enum.Enum):
         fixed = "fixed"
