@@ -32,15 +32,37 @@ def euler_step(x, denoised, sigma, sigma_next):
     return denoised + (sigma_next / sigma) * (x - denoised)
 
 
-def require_schedule(sigmas, descending=True):
-    """Raise a ValueError unless ``sigmas`` has a step, is finite and strictly descending (ascending), and only
-    its clean end may be 0: every step divides by the σ it starts from (descending) or reaches (ascending)."""
+SCHEDULE_FAULTS = {
+    "levels": "hold at least two noise levels (one step)",
+    "finite": "be finite and non-negative",
+    "monotonic": "be strictly monotonic",
+    "descending": "descend",
+    "ascending": "ascend",
+}
+
+
+def schedule_fault(sigmas, descending=None):
+    """The one schedule rule of the pack: at least one step, finite, non-negative, strictly monotonic (every step
+    divides by the σ it starts from or reaches, so only the clean end may be 0), and with ``descending`` True/False
+    in that order. Returns None for a valid schedule, else the key of SCHEDULE_FAULTS it breaks."""
     s = [float(v) for v in sigmas]
-    order = all(a > b for a, b in zip(s, s[1:])) if descending else all(a < b for a, b in zip(s, s[1:]))
-    if len(s) < 2 or not all(v == v and abs(v) != float("inf") for v in s) or min(s) < 0 or not order:
-        raise ValueError(f"sigmas must be finite, non-negative and strictly {'de' if descending else 'a'}scending "
-                         f"with at least one step, got {s}")
-    return s
+    if len(s) < 2:
+        return "levels"
+    if not all(v == v and abs(v) != float("inf") and v >= 0 for v in s):
+        return "finite"
+    if not (all(a > b for a, b in zip(s, s[1:])) or all(a < b for a, b in zip(s, s[1:]))):
+        return "monotonic"
+    if descending is not None and (s[0] > s[-1]) != descending:
+        return "descending" if descending else "ascending"
+    return None
+
+
+def require_schedule(sigmas, descending=True):
+    """``sigmas`` as floats, or a ValueError naming the rule (``schedule_fault``) it breaks."""
+    fault = schedule_fault(sigmas, descending)
+    if fault is not None:
+        raise ValueError(f"sigmas must {SCHEDULE_FAULTS[fault]}, got {[float(v) for v in sigmas]}")
+    return [float(v) for v in sigmas]
 
 
 def rel_rms(a, b):

@@ -13,6 +13,8 @@ import comfy.samplers
 import comfy.utils
 import latent_preview
 
+from ..core.frame import schedule_fault
+
 CATEGORY = "sampling/inversion suite"
 
 
@@ -192,18 +194,16 @@ def check_sigmas(node, sigmas, name="sigmas", direction=None):
     if sigmas.dtype == torch.bool or sigmas.is_complex():
         fail(node, name, "must hold real noise levels", f"dtype {sigmas.dtype}")
     s = sigmas.detach().cpu().double()  # (on the CPU first: MPS and DirectML have no float64)
-    if not torch.isfinite(s).all() or (s < 0).any():
-        fail(node, name, "must be finite and non-negative", s.tolist())
-    diff = s[1:] - s[:-1]
-    if not ((diff < 0).all() or (diff > 0).all()):
-        fail(node, name, "must be strictly monotonic (a scheduler's output, or FlipSigmas of one)", s.tolist())
-    if direction == "descending" and diff[0] > 0:
-        fail(node, name, "must descend (a scheduler's output, not FlipSigmas of one)",
-             [round(float(v), 4) for v in s])
-    if direction == "ascending" and diff[0] < 0:
-        fail(node, name, "must ascend (connect FlipSigmas between the scheduler and SamplerCustomAdvanced)",
-             [round(float(v), 4) for v in s])
-    return s if diff[0] < 0 else s.flip(0)
+    fault = schedule_fault(s.tolist(), None if direction is None else direction == "descending")
+    hints = {"finite": ("must be finite and non-negative", s.tolist()),
+             "monotonic": ("must be strictly monotonic (a scheduler's output, or FlipSigmas of one)", s.tolist()),
+             "descending": ("must descend (a scheduler's output, not FlipSigmas of one)",
+                            [round(float(v), 4) for v in s]),
+             "ascending": ("must ascend (connect FlipSigmas between the scheduler and SamplerCustomAdvanced)",
+                           [round(float(v), 4) for v in s])}
+    if fault is not None:
+        fail(node, name, *hints[fault])
+    return s if s[0] > s[-1] else s.flip(0)
 
 
 def check_range(node, name, value, lo, hi, lo_open=False, integer=False):

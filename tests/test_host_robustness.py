@@ -457,10 +457,12 @@ def test_detect_period_on_a_non_finite_history():
 def test_core_two_step_samplers_refuse_a_dividing_schedule():
     from inversion_suite.core.bdia import invert_bdia, sample_bdia
     x = torch.zeros(1, 2)
-    with pytest.raises(ValueError, match="sigmas must be finite, non-negative and strictly descending"):
+    with pytest.raises(ValueError, match=r"sigmas must be strictly monotonic, got \[1.0, 0.0, 0.0\]"):
         sample_bdia(lambda v, s: v, x, [1.0, 0.0, 0.0])
-    with pytest.raises(ValueError, match="sigmas must be finite, non-negative and strictly ascending"):
+    with pytest.raises(ValueError, match=r"sigmas must ascend, got \[1.0, 0.5\]"):
         invert_bdia(lambda v, s: v, x, [1.0, 0.5])
+    with pytest.raises(ValueError, match=r"sigmas must be finite and non-negative"):
+        sample_bdia(lambda v, s: v, x, [1.0, float("nan"), 0.0])
     assert math.isfinite(float(sample_bdia(lambda v, s: 0 * v, torch.ones(1, 2), [1.0, 0.5, 0.0]).sum()))
 
 
