@@ -13,7 +13,7 @@ about 48 bits, and the model sees ``hi``. A state may be handed in and out as su
 tensors is rounded to float32, which costs the round trip its exactness (measured in tests/test_core_devices.py).
 
 * BDIA: Zhang, Lewis, Kleijn, "Exact Diffusion Inversion via Bi-directional Integration
-  Approximation" (ECCV 2024). In our frame (DESIGN.md §3.2)
+  Approximation" (ECCV 2024). In our frame (core/frame.py)
   ``x_{i−1} = E_{i→i−1}(x_i) + γ_i (x_{i+1} − E_{i→i+1}(x_i))`` with ``γ_i = γ`` for rectified flow and
   ``γ_i = γ √((1 + σ_{i−1}²)/(1 + σ_{i+1}²))`` for ε/v models, which reproduces the paper's DDIM-space rule.
 * O-BELM: Wang et al., "BELM: Bidirectional Explicit Linear Multi-step Sampler for Exact Inversion in

@@ -1,4 +1,4 @@
-"""One frame for every model family (DESIGN.md §3).
+"""One frame for every model family.
 
 A sampler state ``x`` at noise level ``σ`` and a denoiser ``D(x, σ)`` returning the predicted clean
 latent. For ε/v models in ComfyUI's variance-exploding space (``x = x0 + σ ε``) and for rectified

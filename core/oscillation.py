@@ -5,7 +5,7 @@ of Inversion" (arXiv 2411.11135; AAAI 2026). At a fixed σ the map
 
     z_{k+1} = y_{s(k)} + σ v(z_k, σ)   ⇔   z_{k+1} = z_k + y_{s(k)} − D(z_k, σ)
 
-(our frame, DESIGN.md §3.3) solves ``D(z, σ) = y``. With an off-manifold target the iterates do not
+(our frame, core/frame.py) solves ``D(z, σ) = y``. With an off-manifold target the iterates do not
 converge but oscillate between clusters whose mean inverts ``y``; cycling several targets with a
 schedule ``s`` (e.g. A, A, B: group inversion) gives a periodic orbit whose period follows the
 schedule. Clusters are the iterates grouped by index modulo the detected period.

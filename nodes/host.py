@@ -1,8 +1,8 @@
 """Every difference between the ComfyUI versions the pack runs on, in one module.
 
 Run by the test suite on two real hosts, ComfyUI 0.3.64 (2025-10) and 0.30.0 (mid-2026); 0.38.x/0.39.x only read from
-source (``../shared/research/comfyui-0.38.md``). Each entry names the versions it serves; the next ComfyUI release is
-this file to read.
+source (the README's "ComfyUI versions"). Each entry names the versions it serves; the next ComfyUI release is this
+file to read. The second half is what every node uses to open its model (``open_model``).
 
 ==========================================  ====================================  ===================================
 difference                                  versions                              here
