@@ -9,3 +9,5 @@ RECORD, INJECT, REPORT = "AttentionEditRecord", "AttentionEditInject", "Attentio
 STORAGE = ["auto", "offload device", "compute device"]
 MODES = ["word swap", "refine"]
 AttentionRecordType = io.Custom("ATTENTION_RECORD")
+MASK_MODES = ["soft", "binary"]
+BACKGROUND = ["source attention", "latent only"]

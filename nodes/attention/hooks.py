@@ -8,6 +8,7 @@ import comfy.patcher_extension
 import torch
 
 from ...core import attention as A
+from ...core import mask as M
 from ..common import fail
 from .constants import CONFIG, INJECT, RECORD, STAMP, TEXT_LENGTH, WRAPPER
 from .layers import architecture
@@ -26,19 +27,40 @@ def unet_hook(what, layer, previous):
         state = CallState(extra)
         inject, record = state.injects(what, layer), state.records(what, layer)
         blend = what == "cross" and state.blends(layer)
-        if not (inject or record or blend):
+        keys = values = False
+        if what == "self":
+            keys, values = state.backgrounds("self", layer), state.backgrounds("self_v", layer)
+            record_values = state.records("self_v", layer)
+            if not (inject or record or keys or values or record_values):
+                return plain(q, k, v, extra)
+        elif not (inject or record or blend):
             return plain(q, k, v, extra)
         rows, images = state.rows(q.shape[0])
         if what == "self":
+            source = None if state.config.inject is None else state.config.inject.source
             if inject:
-                source = state.config.inject.source
                 q, k = q.clone(), k.clone()
                 pair = source.fetch(("self", layer, state.step), state.sigma, torch.stack([q[rows], k[rows]], 1),
                                     images)
                 q[rows], k[rows] = pair[:, 0], pair[:, 1]
-            if record:
+            if keys or values:  # masked edit: the background's keys and values from the source (KV-Edit)
+                plan = state.config.inject
+                m = plan.layer_mask(layer_size(extra, q.shape[1], plan.run_mask.shape[-2:]), q[rows], images)
+                if keys and not inject:
+                    pair = source.fetch(("self", layer, state.step), state.sigma,
+                                        torch.stack([q[rows], k[rows]], 1), images)
+                    k = k.clone()
+                    k[rows] = M.blend(pair[:, 1], k[rows], m)
+                if values:
+                    v = v.clone()
+                    v[rows] = M.blend(source.fetch(("self_v", layer, state.step), state.sigma, v[rows], images),
+                                      v[rows], m)
+            if record or record_values:
                 rows, images = state.rows(q.shape[0], used_only=True)
-                state.config.record.put(("self", layer, state.step), torch.stack([q[rows], k[rows]], 1), images)
+                if record:
+                    state.config.record.put(("self", layer, state.step), torch.stack([q[rows], k[rows]], 1), images)
+                if record_values:
+                    state.config.record.put(("self_v", layer, state.step), v[rows], images)
             return plain(q, k, v, extra)
         heads = extra["n_heads"]
         probs = A.attention_probs(q, k, heads)
@@ -68,6 +90,21 @@ def unet_hook(what, layer, previous):
         return A.attend(probs, v, heads)
     hook.inversion_suite_hook = True
     return hook
+
+
+def layer_size(extra, tokens, latent_size):
+    """(h, w) of a UNet layer's token grid: ComfyUI's ``activations_shape`` ([B, C, h, w] of the spatial transformer),
+    else from the latent's aspect (each level halves the size, rounding up)."""
+    shape = extra.get("activations_shape")
+    if shape is not None and len(shape) == 4 and shape[-2] * shape[-1] == tokens:
+        return tuple(shape[-2:])
+    h, w = (int(s) for s in latent_size)
+    while h * w > tokens and h > 1 and w > 1:
+        h, w = -(-h // 2), -(-w // 2)
+    if h * w != tokens:
+        fail(INJECT, "mask", f"cannot be put on a UNet layer of {tokens} tokens (latent {latent_size[0]}×"
+                             f"{latent_size[1]})")
+    return h, w
 
 
 # ---------------------------------------------------------------- DiT hooks (override + block stamps)
@@ -123,10 +160,14 @@ def dit_override(previous):
         tensors = {"v": v, "k": k}
         for what in ("v", "k"):
             t = tensors[what]
-            if state.injects(what, layer):
+            inject = state.injects(what, layer)
+            if inject or state.backgrounds(what, layer):
                 rows, images = state.rows(t.shape[0])
                 image = t[rows].narrow(dim, stamp.text, t.shape[dim] - stamp.text)
-                source = state.config.inject.source.fetch((what, layer, state.step), state.sigma, image, images)
+                plan = state.config.inject
+                source = plan.source.fetch((what, layer, state.step), state.sigma, image, images)
+                if not inject:  # masked edit: the background tokens' keys/values from the source (KV-Edit)
+                    source = M.blend(source, image, plan.token_mask(image.shape[dim], dim, image, images))
                 t = t.clone()
                 t[rows] = A.replace_tokens(t[rows], source, stamp.text, dim)
                 tensors[what] = t
@@ -144,9 +185,10 @@ LATENT_KEY = ("latent", 0)
 
 
 def post_cfg(args):
-    """Records the source's denoised prediction at every step; in an edit with local blend returns
-    ``D_src + m ⊙ (D_edit − D_src)`` (P2P local blend; with the linear samplers of the pack this keeps every
-    pixel outside the mask on the source's trajectory)."""
+    """Records the source's denoised prediction at every step; in a masked edit, and in an edit with local blend,
+    returns ``D_src + m ⊙ (D_edit − D_src)`` (the user's mask, then P2P's word mask: their product; every sampler of
+    the pack updates a pixel from its own state and prediction, so this keeps every pixel outside the mask on the
+    source's trajectory)."""
     denoised = args["denoised"]
     options = args["model_options"].get("transformer_options", {})
     config, schedule = options.get(CONFIG), options.get("sample_sigmas")
@@ -156,6 +198,12 @@ def post_cfg(args):
     if step is None:
         return denoised
     plan = config.inject
+    if plan is not None and plan.masking():  # D* = D_src + m ⊙ (D_edit − D_src): the background on the source's path
+        rows, images = config.rows(options, denoised.shape[0])
+        edit = denoised[rows]
+        source = plan.source.fetch(("denoised", LATENT_KEY, step), sigma, edit, images)
+        denoised = denoised.clone()
+        denoised[rows] = M.blend(source, edit, plan.latent_mask(edit, images))
     if plan is not None and plan.blend is not None:
         maps = plan.scratch.pop(step, [])
         masks = [A.local_blend_mask([m for who, m in maps if who == side], None, tuple(denoised.shape[-2:]),
@@ -238,19 +286,71 @@ def check_override(config, override, ran=True):
 
 
 # ---------------------------------------------------------------- sampling-level wrappers
+CLEAN = 1e-3  # a run whose lowest σ is at most this starts (inversion) or ends (regeneration) at the clean latent
+
+
+def patch_size(patcher):
+    """The DiT's patch size (int or per-axis tuple) as its diffusion model declares it; 1 when it declares none."""
+    dm = patcher.model.diffusion_model
+    for obj in (dm, getattr(dm, "x_embedder", None)):
+        p = getattr(obj, "patch_size", None)
+        if isinstance(p, int) or (isinstance(p, (tuple, list)) and all(isinstance(x, int) for x in p)):
+            return p
+    return 1
+
+
+def begin_mask(plan, guider, noise, kwargs):
+    """The mask of a masked edit on this run's latent grid, or a ValueError naming the input, before any model call."""
+    source = plan.source
+    shapes = kwargs.get("latent_shapes")
+    if shapes is not None and len(shapes) > 1:
+        fail(INJECT, "mask", "cannot mask a packed latent (several latents sampled as one, e.g. video with audio)",
+             f"{len(shapes)} latents")
+    try:
+        run_mask = M.latent_mask(plan.mask, tuple(noise.shape), **plan.mask_options)
+    except ValueError as e:
+        fail(INJECT, "mask", str(e))
+    if source.source_latent is None or tuple(source.source_latent.shape) != tuple(noise.shape):
+        fail(INJECT, "record", f"holds no clean source latent for the mask's paste: record during an inversion that "
+                               f"starts from the image latent (σ ≤ {CLEAN}), or during a regeneration that ends at "
+                               f"σ ≤ {CLEAN}")
+    plan.begin(run_mask, patch_size(guider.model_patcher) if guider.model_patcher is not None else 1)
+
+
+def paste(plan, out):
+    """The masked edit's output ``L_src + m ⊙ (out − L_src)``; notes how far the unpasted background had drifted from
+    the source (relative, over the pixels the mask keeps) in ``record.masked``."""
+    source = plan.source
+    latent = source.source_latent.to(out.device, out.dtype)
+    m = plan.run_mask.to(out.device, out.dtype)
+    keep = M.outside(m).expand_as(out)
+    kept = int(keep.sum())
+    drift = None
+    if kept:
+        diff, base = (out - latent)[keep].double(), latent[keep].double()
+        drift = float(diff.norm() / base.norm().clamp_min(1e-30))
+    source.masked = {"kept": kept / out.numel(), "drift": drift, "mean": float(m.mean()),
+                     "bytes": latent.numel() * 4}
+    return M.blend(latent, out, m)
+
+
 def outer_sample(executor, noise, latent_image, sampler, sigmas, *args, **kwargs):
-    """Start of a sampling run: check an injection against its record and the override slot, clear a record being
-    filled."""
+    """Start of a sampling run: check an injection against its record and the override slot, put a masked edit's mask
+    on the latent grid, clear a record being filled; at the end, paste a masked edit onto the source's clean latent
+    and keep the clean latent of a recording run."""
     guider = executor.class_obj
     options = guider.model_options.get("transformer_options", {})
     config = options.get(CONFIG)
+    plan = record = None
+    ascending = len(sigmas) > 1 and float(sigmas[0]) < float(sigmas[-1])
+    clean = len(sigmas) > 0 and float(min(float(sigmas[0]), float(sigmas[-1]))) <= CLEAN
     if config is not None:
         check_override(config, options.get("optimized_attention_override"))
         config.batch = noise.shape[0]
         plan, record = config.inject, config.record
         if plan is not None:
             source = plan.source
-            if source.schedule is None or not source.data:
+            if source.schedule is None or (not source.data and source.source_latent is None):
                 fail(INJECT, "record", "is empty: sample (invert) with the Attention Edit: Record MODEL first, "
                                        "then regenerate with this MODEL")
             if source.model() is not guider.model_patcher.model:
@@ -264,10 +364,20 @@ def outer_sample(executor, noise, latent_image, sampler, sigmas, *args, **kwargs
                      f"{n} steps from σ={max(float(s) for s in sigmas):.4g} vs {m} from "
                      f"σ={max(source.schedule):.4g}")
             source.evaluations["inject"] = 0
-            plan.begin()
+            if plan.mask is not None:
+                begin_mask(plan, guider, noise, kwargs)
+            else:
+                plan.begin()
         if record is not None:
             record.begin(sigmas, noise.shape)
-    return executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
+            if ascending and clean:  # an inversion from the image: its input is the source's clean latent
+                record.source_latent = latent_image.detach().to("cpu", torch.float32, copy=True)
+    out = executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
+    if plan is not None and plan.masking():
+        out = paste(plan, out)
+    if record is not None and not ascending and clean and tuple(out.shape) == record.shape:
+        record.source_latent = out.detach().to("cpu", torch.float32, copy=True)
+    return out
 
 
 def apply_model(executor, x, t, *args, **kwargs):
@@ -305,7 +415,7 @@ def install(patcher, config, arch, layers, node):
                 previous = table.get(layer, table.get(layer[:2]))
                 if not getattr(previous, "inversion_suite_hook", False):
                     m.set_model_patch_replace(unet_hook(what, layer, previous), name, layer[0], layer[1], layer[2])
-    else:
+    elif arch == "dit":
         previous = options.get("optimized_attention_override")
         if not getattr(previous, "inversion_suite_hook", False):
             options["optimized_attention_override"] = dit_override(previous)

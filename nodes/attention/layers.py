@@ -5,8 +5,10 @@ import torch
 from ..common import fail
 
 
-def architecture(node, patcher):
-    """('unet', layers) or ('dit', layers); layers are UNet (group, id, transformer_index) or DiT (kind, i)."""
+def classify(patcher):
+    """('unet', layers, None) or ('dit', layers, None); layers are UNet (group, id, transformer_index) or DiT (kind, i).
+    ('latent', [], reason) for a model whose attention the pack cannot edit: a masked edit still works there (it needs
+    only the source's prediction per step and its clean latent)."""
     dm = patcher.model.diffusion_model
     if hasattr(dm, "input_blocks"):
         layers = []
@@ -16,18 +18,26 @@ def architecture(node, patcher):
                 for m in block.modules():
                     if isinstance(m, comfy_attention.SpatialTransformer):
                         layers += [(group, i, t) for t, b in enumerate(m.transformer_blocks) if b.attn2 is not None]
-        return "unet", layers
+        return "unet", layers, None
     layers = []
     for attr, kind in (("double_blocks", "double"), ("joint_blocks", "double"), ("single_blocks", "single")):
         blocks = getattr(dm, attr, None)
         if isinstance(blocks, torch.nn.ModuleList):
             if any(getattr(b, "flipped_img_txt", False) for b in blocks):
-                fail(node, "model", "must lay out joint attention as [text; image] (this model puts image first)")
+                return "latent", [], "must lay out joint attention as [text; image] (this model puts image first)"
             layers += [(kind, i) for i in range(len(blocks))]
     if not layers:
-        fail(node, "model", "must be an SD1.x/SDXL UNet or a Flux/SD3-style DiT (double/joint/single blocks)",
-             type(dm).__name__)
-    return "dit", layers
+        return "latent", [], f"must be an SD1.x/SDXL UNet or a Flux/SD3-style DiT (double/joint/single blocks), got " \
+                             f"{type(dm).__name__}"
+    return "dit", layers, None
+
+
+def architecture(node, patcher):
+    """('unet', layers) or ('dit', layers) (see ``classify``); a model whose attention cannot be edited is an error."""
+    arch, layers, reason = classify(patcher)
+    if reason is not None:
+        fail(node, "model", reason)
+    return arch, layers
 
 
 def layer_name(layer):

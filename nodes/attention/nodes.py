@@ -1,9 +1,11 @@
 """The three Attention Edit nodes (Record, Inject, Report): declarations, conversions and reports."""
+import torch
+
 from ..host import io
 from ...core import attention as A
-from ..common import CATEGORY, check_range, fail, family_signature, model_family
-from .constants import AttentionRecordType, INJECT, MODES, RECORD, REPORT, STORAGE
-from .layers import architecture, layer_name, select_layers
+from ..common import CATEGORY, check_bool, check_choice, check_range, fail, family_signature, model_family
+from .constants import AttentionRecordType, BACKGROUND, INJECT, MASK_MODES, MODES, RECORD, REPORT, STORAGE
+from .layers import classify, layer_name, select_layers
 from .record import AttentionRecord, EditConfig, InjectPlan
 from .hooks import existing_config, install
 from .tokens import parse_reweight, token_ids, word_ids
@@ -19,8 +21,9 @@ class AttentionEditRecord(io.ComfyNode):
                         "attention while it samples: use it for the exact inversion (BDIA Invert, Fixed-Point "
                         "Invert) and the source branch costs no extra model call. UNets (SD1.x/SDXL): "
                         "cross-attention maps and self-attention q, k (Prompt-to-Prompt). Flux/SD3: image-token "
-                        "values (and keys) of the joint attention (RF-Edit, KV-Edit). Then connect the record "
-                        "to Attention Edit: Inject.",
+                        "values (and keys) of the joint attention (RF-Edit, KV-Edit). Always: the source's "
+                        "prediction at every step and its clean latent, for a masked edit (on any model, attention "
+                        "editable or not). Then connect the record to Attention Edit: Inject.",
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model (SD1.x/SDXL, SD3, Flux). It is not changed."),
                 io.String.Input("blocks", default="auto",
@@ -36,7 +39,11 @@ class AttentionEditRecord(io.ComfyNode):
                 io.Boolean.Input("self_attention", default=True,
                                  tooltip="UNets: record self-attention q, k (their maps). DiTs: record the image "
                                          "tokens' values (RF-Edit)."),
-                io.Boolean.Input("keys", default=False, tooltip="DiTs: also record image-token keys (KV-Edit)."),
+                io.Boolean.Input("keys", default=False,
+                                 tooltip="KV-Edit: DiTs also record image-token keys (values come with "
+                                         "self_attention); UNets also record self-attention values (keys come with "
+                                         "self_attention). Key injection, and a masked edit's background with the "
+                                         "source's keys and values, need them."),
                 io.Combo.Input("storage", options=STORAGE, default="auto",
                                tooltip="Where recorded tensors live: auto = the first 512 MiB on the compute "
                                        "device, the rest on the offload device (CPU)."),
@@ -51,11 +58,20 @@ class AttentionEditRecord(io.ComfyNode):
     def execute(cls, model, blocks, steps, cross_attention, self_attention, keys, storage) -> io.NodeOutput:
         node = RECORD
         model_family(node, model.get_model_object("model_sampling"))
-        arch, layers = architecture(node, model)
+        arch, layers, unsupported = classify(model)
         check_range(node, "steps", steps, 0.0, 1.0)
         if storage not in STORAGE:
             fail(node, "storage", f"must be one of {STORAGE}", storage)
-        if not (self_attention or (cross_attention and arch == "unet") or (keys and arch == "dit")):
+        if arch == "latent":  # attention not editable here: the source's trajectory only, for a masked edit
+            record = AttentionRecord(model, arch, frozenset(), 0.0, False, False, False, storage)
+            previous = existing_config(model)
+            patched = install(model, EditConfig(record, previous.inject if previous else None), arch, frozenset(),
+                              node)
+            plan = (f"{node}: this model's attention cannot be edited (it {unsupported}); records the source's "
+                    f"prediction at every step and its clean latent only, for a masked edit (Attention Edit: Inject "
+                    f"with a mask). Recording adds no model call to the run that records.")
+            return io.NodeOutput(patched, record, plan)
+        if not (self_attention or (cross_attention and arch == "unet") or keys):
             fail(node, "self_attention", "or another record switch must be on (nothing would be recorded)")
         default = {"unet": "all", "dit": "single" if any(x[0] == "single" for x in layers) else "all"}[arch]
         chosen = select_layers(node, "blocks", blocks, layers, default)
@@ -63,15 +79,16 @@ class AttentionEditRecord(io.ComfyNode):
         previous = existing_config(model)
         patched = install(model, EditConfig(record, previous.inject if previous else None), arch, chosen, node)
         what = ({"unet": [w for w, on in (("cross-attention maps", record.cross), ("self-attention q,k",
-                                                                                 record.self_attention)) if on],
+                                                                                 record.self_attention),
+                                          ("self-attention values", record.values)) if on],
                  "dit": [w for w, on in (("image values", record.self_attention), ("image keys", record.keys)) if on]}
                 [arch])
-        per_step = len(chosen) * ((record.cross + record.self_attention) if arch == "unet"
+        per_step = len(chosen) * ((record.cross + record.self_attention + record.values) if arch == "unet"
                                   else (record.self_attention + record.keys))
         plan = (f"{node}: {' and '.join(what)} of {len(chosen)} layers "
                 f"({', '.join(layer_name(layer) for layer in sorted(chosen))}), first {steps:.0%} of the steps; "
-                f"at most {per_step} tensors per step (positive rows only) and the source's denoised latent, "
-                f"storage {storage}. Recording adds no "
+                f"at most {per_step} tensors per step (positive rows only), the source's prediction at every step "
+                f"and its clean latent, storage {storage}. Recording adds no "
                 f"model call to the run that records.")
         return io.NodeOutput(patched, record, plan)
 
@@ -86,7 +103,10 @@ class AttentionEditInject(io.ComfyNode):
                         "source's recorded attention: use it in the guider that regenerates the inversion with the "
                         "edited prompt, on the same sigmas. UNets: Prompt-to-Prompt (word swap, refinement, "
                         "reweighting; self-attention maps). Flux/SD3: image-token values (and keys) from the "
-                        "source (RF-Edit, KV-Edit). Same prompt → same image as the plain regeneration.",
+                        "source (RF-Edit, KV-Edit). Same prompt → same image as the plain regeneration. With a "
+                        "mask (any model): only the masked region changes; outside it the result is the source "
+                        "latent exactly, and the edit sees the source's background at every step, at no extra "
+                        "model call.",
             inputs=[
                 io.Model.Input("model", tooltip="The same model the record was made from (not changed)."),
                 AttentionRecordType.Input("record", tooltip="From Attention Edit: Record."),
@@ -118,6 +138,28 @@ class AttentionEditInject(io.ComfyNode):
                                         "the image, elsewhere it stays the source (needs clip)."),
                 io.Float.Input("blend_threshold", default=0.3, min=0.0, max=1.0, step=0.05,
                                tooltip="Local blend: pixels whose normalised word attention exceeds this are edited."),
+                io.Mask.Input("mask", optional=True,
+                              tooltip="Optional: where to edit (1 = edit, 0 = keep), e.g. from the mask editor, "
+                                      "Load Image's alpha or a segmentation node; any resolution (averaged onto the "
+                                      "latent grid), soft or binary; one mask, one per image, or for video one per "
+                                      "frame. Outside it the result is the source latent exactly."),
+                io.Int.Input("mask_grow", default=0, min=-64, max=64,
+                             tooltip="Grow (> 0) or shrink (< 0) the region to edit by this many latent pixels "
+                                     "(8 image pixels each on SD/Flux)."),
+                io.Int.Input("mask_feather", default=0, min=0, max=64,
+                             tooltip="Soften the mask's edge over this many latent pixels (the edited region "
+                                     "spreads this far outward and fades as far inward)."),
+                io.Boolean.Input("mask_invert", default=False,
+                                 tooltip="Edit where the mask is 0 instead (applied before grow and feather)."),
+                io.Combo.Input("mask_mode", options=MASK_MODES, default="soft",
+                               tooltip="soft: a latent pixel partly covered is edited partly. binary: a latent "
+                                       "pixel is edited when the mask covers at least half of it."),
+                io.Combo.Input("background", options=BACKGROUND, default="source attention",
+                               tooltip="With a mask: source attention = the background's attention keys and values "
+                                       "come from the source in the recorded layers and steps (KV-Edit: the edit "
+                                       "sees the source's background, for coherent seams; needs Record's "
+                                       "self_attention, and keys for both). latent only = the background is kept "
+                                       "in the latent alone."),
             ],
             outputs=[
                 io.Model.Output(display_name="edit_model", tooltip="Regenerate the inversion with this."),
@@ -126,14 +168,28 @@ class AttentionEditInject(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, record, blocks, self_steps, cross_steps, cross_mode, inject_keys, clip=None,
-                source_text="", edit_text="", reweight="", blend_words="", blend_threshold=0.3) -> io.NodeOutput:
+                source_text="", edit_text="", reweight="", blend_words="", blend_threshold=0.3, mask=None,
+                mask_grow=0, mask_feather=0, mask_invert=False, mask_mode="soft",
+                background="source attention") -> io.NodeOutput:
         node = INJECT
         if not isinstance(record, AttentionRecord):
             fail(node, "record", "must come from Attention Edit: Record")
         if record.model() is not model.model:
             fail(node, "model", f"must be the model the record was made from (a {record.signature} model); "
                                 f"this is another model", family_signature(model.model))
-        arch, layers = architecture(node, model)
+        mask, mask_options = check_mask(node, mask, mask_grow, mask_feather, mask_invert, mask_mode, background)
+        arch, layers, unsupported = classify(model)
+        if arch == "latent":
+            if mask is None:
+                fail(node, "mask", f"is required on this model: its attention cannot be edited (it {unsupported}); "
+                                   f"with a mask the edit changes the masked region only")
+            plan = InjectPlan(record, frozenset(), 0.0, 0.0, "word swap", None, None, False, mask=mask,
+                              mask_options=mask_options, background=False)
+            previous = existing_config(model)
+            patched = install(model, EditConfig(previous.record if previous else None, plan), arch, frozenset(), node)
+            text = (f"{node}: masked edit ({mask_text(mask, mask_options)}); attention not edited on this model. "
+                    f"One model evaluation per image per step; the mask adds none.")
+            return io.NodeOutput(patched, text)
         check_range(node, "self_steps", self_steps, 0.0, 1.0)
         check_range(node, "cross_steps", cross_steps, 0.0, 1.0)
         if cross_mode not in MODES:
@@ -186,8 +242,9 @@ class AttentionEditInject(io.ComfyNode):
                     positions[0].extend(found[0])
                     positions[1].extend(found[1])
             blend = (positions[0], positions[1], blend_threshold)
+        use_background = mask is not None and background == BACKGROUND[0]
         plan = InjectPlan(record, chosen, self_steps, cross_steps if arch == "unet" else 0.0, cross_mode, alignment,
-                          scales, inject_keys, blend)
+                          scales, inject_keys, blend, mask=mask, mask_options=mask_options, background=use_background)
         previous = existing_config(model)
         patched = install(model, EditConfig(previous.record if previous else None, plan), arch, chosen, node)
         what = (f"self-attention maps for the first {self_steps:.0%} of steps, cross-attention ({cross_mode}"
@@ -196,9 +253,44 @@ class AttentionEditInject(io.ComfyNode):
                 f"image {'values and keys' if inject_keys else 'values'} for the first {self_steps:.0%} of steps")
         if blend is not None:
             what += f"; local blend on '{blend_words.strip()}' (threshold {blend_threshold})"
+        if mask is not None:
+            kinds = {"unet": [n for n, k in (("keys", "self"), ("values", "self_v")) if record.wants(k)],
+                     "dit": [n for n, k in (("keys", "k"), ("values", "v")) if record.wants(k)]}[arch]
+            what += f"; masked ({mask_text(mask, mask_options)}), background " + (
+                f"{' and '.join(kinds)} from the source in the recorded layers and first {record.fraction:.0%} of "
+                f"steps" if use_background and kinds else "in the latent only" if not use_background else
+                "in the latent only (the record holds no keys or values)")
         text = (f"{node}: {what}, in {len(chosen)} layers; one model evaluation per image per step (the source "
                 f"branch was recorded, not recomputed).")
         return io.NodeOutput(patched, text)
+
+
+def check_mask(node, mask, grow, feather, invert, mode, background):
+    """The mask widgets, checked: (mask as a CPU float tensor or None, ``core.mask.latent_mask`` options)."""
+    grow = check_range(node, "mask_grow", grow, -64, 64, integer=True)
+    feather = check_range(node, "mask_feather", feather, 0, 64, integer=True)
+    check_bool(node, "mask_invert", invert)
+    check_choice(node, "mask_mode", mode, MASK_MODES)
+    check_choice(node, "background", background, BACKGROUND)
+    options = dict(grow_by=grow, feather_by=feather, invert=bool(invert), binary=mode == "binary")
+    if mask is None:
+        return None, options
+    if not torch.is_tensor(mask) or mask.ndim not in (2, 3) or mask.numel() == 0:
+        fail(node, "mask", "must be a MASK ([masks, height, width])",
+             f"shape {list(mask.shape)}" if torch.is_tensor(mask) else type(mask).__name__)
+    mask = mask.detach().to("cpu", torch.float32)
+    if not bool(torch.isfinite(mask).all()):
+        fail(node, "mask", "must hold finite values in [0, 1]", "NaN or inf")
+    return mask.clamp(0.0, 1.0), options
+
+
+def mask_text(mask, options):
+    parts = [f"{mask.shape[0] if mask.ndim == 3 else 1} mask(s) of {mask.shape[-2]}×{mask.shape[-1]}"]
+    parts += [f"grow {options['grow_by']}"] if options["grow_by"] else []
+    parts += [f"feather {options['feather_by']}"] if options["feather_by"] else []
+    parts += ["inverted"] if options["invert"] else []
+    parts += ["binary"] if options["binary"] else []
+    return ", ".join(parts)
 
 
 class AttentionEditReport(io.ComfyNode):
@@ -230,4 +322,17 @@ def report(record):
     return (f"{REPORT}: {len(record.data)} tensors over {len(recorded)} of {steps} steps, "
             f"{record.nbytes() / 2 ** 20:.2f} MiB on {', '.join(record.devices()) or '-'}; recording run "
             f"{record.evaluations['record']} model evaluations (the inversion's own, no extra); edit "
-            f"{record.evaluations['inject']} model evaluations.")
+            f"{record.evaluations['inject']} model evaluations." + masked_report(record))
+
+
+def masked_report(record):
+    m = record.masked
+    if not m:
+        return ""
+    drift = "" if m["drift"] is None else (
+        f"; before the paste the kept background differed from the source by {m['drift']:.1e} relative (how closely "
+        f"it followed the source's trajectory)")
+    return (f" Masked edit: {m['mean']:.0%} of the latent edited (mask mean), {m['kept']:.0%} kept exactly (the "
+            f"source latent){drift}; the mask added 0 model evaluations and "
+            f"{(m['bytes'] + record.nbytes_of('denoised')) / 2 ** 20:.2f} MiB (the source's clean latent and its "
+            f"prediction per step).")

@@ -5,6 +5,7 @@ import weakref
 import torch
 
 from ...core import attention as A
+from ...core import mask as M
 from ..common import fail, family_signature
 from ..fixed_point import BATCH_ROWS
 from .constants import CONFIG, INJECT, RECORD
@@ -16,8 +17,11 @@ AUTO_DEVICE_BYTES = 512 * 2 ** 20  # 'auto' keeps this much on the compute devic
 class AttentionRecord:
     """The source's attention, filled by a run of the Record node's MODEL and read by the Inject node's.
 
-    Entries are keyed ``(what, layer, step)`` with ``what`` in 'self' (UNet attn1 (q, k)), 'cross' (UNet attn2
-    maps), 'v', 'k' (DiT image rows). Shared by reference: ``deepcopy`` (ModelPatcher.clone) keeps it.
+    Entries are keyed ``(what, layer, step)`` with ``what`` in 'self' (UNet attn1 (q, k)), 'self_v' (UNet attn1 v,
+    for the background of a masked edit), 'cross' (UNet attn2 maps), 'v', 'k' (DiT image rows), 'denoised' (the
+    source's prediction, every step). ``source_latent`` is the source's clean latent: the input of a recording
+    inversion (which starts at σ = 0), or the output of a recording regeneration that ends at σ = 0. Shared by
+    reference: ``deepcopy`` (ModelPatcher.clone) keeps it.
     """
 
     def __init__(self, patcher, arch, layers, fraction, cross, self_attention, keys, storage):
@@ -25,8 +29,11 @@ class AttentionRecord:
         self.signature = family_signature(patcher.model)
         self.arch, self.layers, self.fraction, self.storage = arch, layers, fraction, storage
         self.cross, self.self_attention, self.keys = cross and arch == "unet", self_attention, keys and arch == "dit"
+        self.values = keys and arch == "unet"  # UNet attn1 values: with the keys, the background of a masked edit
         self.offload_device = patcher.offload_device
         self.data, self.schedule, self.shape, self.on_device = {}, None, None, 0
+        self.source_latent = None  # the source's clean latent (CPU float32), for a masked edit's final paste
+        self.masked = None  # what the last masked edit with this record did (Report)
         self.missing = {}  # key → bool [B]: images not yet written at that key (entries filled call by call)
         self.evaluations = {"record": 0, "inject": 0}
 
@@ -39,9 +46,10 @@ class AttentionRecord:
         self.on_device = 0
         self.schedule, self.shape = [float(s) for s in sigmas], tuple(shape)
         self.evaluations["record"] = 0
+        self.source_latent, self.masked = None, None
 
     def wants(self, what):
-        return {"self": self.self_attention and self.arch == "unet", "cross": self.cross,
+        return {"self": self.self_attention and self.arch == "unet", "cross": self.cross, "self_v": self.values,
                 "v": self.self_attention and self.arch == "dit", "k": self.keys}[what]
 
     def put(self, key, tensor, images=None):
@@ -84,42 +92,98 @@ class AttentionRecord:
         """The stored tensor at ``key``, cast like ``like``; with ``images`` only those images' rows."""
         t = self.data.get(key)
         missing = self.missing.get(key)
+        what = describe(key)
         if missing is not None and bool(missing[slice(None) if images is None else images.cpu()].any()):
-            fail(INJECT, "record", f"holds {key[0]} attention for layer {layer_name(key[1])} at step {key[2]} "
-                                   f"(σ={sigma:.4g}) for some images only (missing: "
+            fail(INJECT, "record", f"holds {what} at step {key[2]} (σ={sigma:.4g}) for some images only (missing: "
                                    f"{missing.nonzero().flatten().tolist()})")
         if t is not None and images is not None:
             t = t[images.to(t.device)]
         if t is None:
-            fail(INJECT, "record", f"holds no {key[0]} attention for layer {layer_name(key[1])} at step {key[2]} "
-                                   f"(σ={sigma:.4g}): the recorded run never evaluated the model there (regenerate "
-                                   f"with the sampler that matches the inversion, e.g. BDIA Invert → BDIA Sampler)")
+            fail(INJECT, "record", f"holds no {what} at step {key[2]} (σ={sigma:.4g}): the recorded run never "
+                                   f"evaluated the model there (regenerate with the sampler that matches the "
+                                   f"inversion, e.g. BDIA Invert → BDIA Sampler)")
         if tuple(t.shape) != tuple(like.shape):
-            fail(INJECT, "record", f"holds {key[0]} attention of shape {list(t.shape)} for layer "
-                                   f"{layer_name(key[1])}", f"the edit needs {list(like.shape)} (source and edit "
-                                                            f"need the same latent shape and, for cross-attention "
-                                                            f"maps, the same number of text tokens)")
+            fail(INJECT, "record", f"holds {what} of shape {list(t.shape)}",
+                 f"the edit needs {list(like.shape)} (source and edit need the same latent shape and, for "
+                 f"cross-attention maps, the same number of text tokens)")
         return t.to(device=like.device, dtype=like.dtype)
 
     def nbytes(self):
         return sum(t.numel() * t.element_size() for t in self.data.values())
 
+    def nbytes_of(self, what):
+        return sum(t.numel() * t.element_size() for key, t in self.data.items() if key[0] == what)
+
     def devices(self):
         return sorted({str(t.device) for t in self.data.values()})
 
 
-class InjectPlan:
-    """What the Inject node's MODEL does with a record (immutable once made)."""
+def describe(key):
+    """What a record key holds, for messages: 'v attention for layer single.3', 'the source's prediction'."""
+    if key[0] == "denoised":
+        return "the source's prediction"
+    return f"{key[0]} attention for layer {layer_name(key[1])}"
 
-    def __init__(self, source, layers, self_fraction, cross_fraction, mode, alignment, scales, keys, blend=None):
+
+class InjectPlan:
+    """What the Inject node's MODEL does with a record (immutable once made, but for the per-run state ``begin`` sets).
+
+    A masked edit (``mask``: a MASK tensor, ``mask_options``: ``core.mask.latent_mask``'s grow_by, feather_by, invert,
+    binary) keeps the source outside the mask: each step's prediction, the run's output and, with ``background``,
+    the background's attention keys and values (the record's, in its layers and steps)."""
+
+    def __init__(self, source, layers, self_fraction, cross_fraction, mode, alignment, scales, keys, blend=None,
+                 mask=None, mask_options=None, background=True):
         self.source, self.layers, self.mode, self.alignment, self.scales = source, layers, mode, alignment, scales
         self.fractions = {"self": self_fraction, "v": self_fraction, "k": self_fraction if keys else 0.0,
                           "cross": cross_fraction}
         self.blend = blend  # None or (source token positions, edit token positions, threshold)
-        self.scratch, self.masks = {}, []  # per run: the edit's word maps of the current step; the masks used
+        self.mask, self.mask_options, self.background = mask, dict(mask_options or {}), background
+        self.begin()
 
-    def begin(self):
-        self.scratch, self.masks = {}, []
+    def begin(self, run_mask=None, patch=None):
+        """A new run: ``run_mask`` is the mask on this run's latent grid ([B or 1, 1, (T,) H, W], CPU), ``patch``
+        the DiT's patch size."""
+        self.scratch, self.masks = {}, []  # per run: the edit's word maps of the current step; the masks used
+        self.run_mask, self.patch, self._cache = run_mask, patch, {}
+
+    def masking(self):
+        return self.run_mask is not None
+
+    def _rows_of(self, m, images, n):
+        """The mask rows of ``n`` images of the run (``images``: their indices, None: the first ``n``)."""
+        if m.shape[0] == 1:
+            return m
+        return m[images.to(m.device)] if images is not None else m[:n]
+
+    def latent_mask(self, like, images=None):
+        """The run's mask for the rows of ``like`` (a prediction or latent of ``n`` images), on its device/dtype."""
+        key = ("latent", like.device, like.dtype)
+        if key not in self._cache:
+            self._cache[key] = self.run_mask.to(like.device, like.dtype)
+        return self._rows_of(self._cache[key], images, like.shape[0])
+
+    def token_mask(self, tokens, dim, like, images=None):
+        """The run's mask on a DiT's ``tokens`` image tokens, shaped to broadcast over ``like`` whose token axis is
+        ``dim`` ([B, L, C] or [B, L, H, D]: 1; [B, H, L, D]: 2)."""
+        key = ("tokens", tokens, dim, like.ndim, like.device, like.dtype)
+        if key not in self._cache:
+            try:
+                m = M.token_mask(self.run_mask, tokens, self.patch or 1)
+            except ValueError as e:
+                fail(INJECT, "mask", f"cannot be put on the model's image tokens: {e}")
+            shape = [m.shape[0]] + [1] * (like.ndim - 1)
+            shape[dim] = tokens
+            self._cache[key] = m.reshape(shape).to(like.device, like.dtype)
+        return self._rows_of(self._cache[key], images, like.shape[0])
+
+    def layer_mask(self, size, like, images=None):
+        """The run's mask on a UNet layer's ``size`` = (h, w) grid, [B or 1, h·w, 1] like ``like``."""
+        key = ("layer", tuple(size), like.device, like.dtype)
+        if key not in self._cache:
+            m = M.layer_mask(self.run_mask, tuple(size))[:, :, None]
+            self._cache[key] = m.to(like.device, like.dtype)
+        return self._rows_of(self._cache[key], images, like.shape[0])
 
     def __deepcopy__(self, memo):
         return self
@@ -206,6 +270,15 @@ class CallState:
         plan = self.config.inject
         return (plan is not None and plan.blend is not None and self.step is not None and self.chunk is not None
                 and layer in plan.layers)
+
+    def backgrounds(self, what, layer):
+        """Whether this call gives the background (outside the mask) the source's ``what`` ('k', 'v': DiT image keys
+        and values; 'self': UNet attn1 keys, 'self_v': values) in ``layer``: a masked edit with background attention,
+        wherever the record holds it (its layers, its first ``steps`` fraction)."""
+        plan = self.config.inject
+        return (plan is not None and plan.background and plan.masking() and self.step is not None
+                and self.chunk is not None and layer in plan.layers and plan.source.wants(what)
+                and self.step < A.injected_steps(self.steps, plan.source.fraction))
 
     def injects(self, what, layer):
         plan = self.config.inject
