@@ -15,6 +15,18 @@ latent and both paths follow plain Picard iteration; both paths share one batche
 Cost is counted in model evaluations per image (batch elements evaluated): every image stops as soon
 as its own criterion is met and is not evaluated again, so a converged image costs nothing more while
 the others iterate.
+
+Every evaluation is also a check: the criterion is computed on the first evaluation of a step too, so a
+step whose iteration starts close enough to its fixed point costs one evaluation. ``WarmStart`` predicts
+that start from the steps already solved (FireFlow, Deng et al., arXiv 2412.07517, reuses the previous
+step's velocity the same way in a rectified-flow solver); naive DDIM inversion's start ``z = x_i`` can
+never pass the first check, its residual being the whole step.
+
+What a step hands on decides the round trip: the plain step back from a state y at σ_{i+1} returns
+``x_i − (f(y) − y)`` exactly, so the reconstruction error a step leaves is the residual at the state it
+hands on. That is f(z) for the z that met the criterion, or, after two or more Anderson iterations, Anderson's
+next iterate (its least-squares estimate of the fixed point over the window) where that moves f(z) by no more
+than the residual just measured.
 """
 import torch
 from tqdm.auto import trange
@@ -85,10 +97,122 @@ def _rel(a, b):
     return (a - b).norm(dim=1) / torch.where(norm > 0, norm, torch.ones_like(norm))
 
 
+def _extrapolate(ts, ys, t):
+    """The polynomial through the points (ts, ys) evaluated at t (Lagrange form; ys are tensors)."""
+    total = 0
+    for j, (tj, yj) in enumerate(zip(ts, ys)):
+        weight = 1.0
+        for k, tk in enumerate(ts):
+            if k != j:
+                weight *= (t - tk) / (tj - tk)
+        total = total + weight * yj
+    return total
+
+
+class WarmStart:
+    """The start of each step's iteration, predicted per image from the steps already solved.
+
+    A solved step σ_{k−1} → σ_k leaves its state x_k and the model output of its fixed point,
+    ε_k = (x_k − x_{k−1}) / (σ_k − σ_{k−1}) (``x_k = x_{k−1} + (σ_k − σ_{k−1}) ε(x_k, σ_k)``), so D_k = x_k − σ_k ε_k.
+    The step σ → σ' from x has the fixed point ``z* = x + (σ' − σ) ε(z*, σ') = D* + (σ'/σ)(x − D*)``, so a prediction
+    ε̂ of ε(z*, σ') (equivalently D̂ = x − σ ε̂ of D*) starts the iteration at
+
+        z_0 = x + (σ' − σ) ε̂ = D̂ + (σ'/σ)(x − D̂).
+
+    Candidates for the prediction:
+
+    - ``previous D``: ε̂ = ε_k, i.e. D̂ = D_k reused (FireFlow's reuse of the previous step's velocity); exact where
+      ε is constant along the path, as on a straight rectified flow.
+    - ``linear``, ``quadratic``: ε̂ from the polynomial in σ through the last two / three (σ_k, ε_k).
+    - ``Gaussian``: the step solved exactly for the Gaussian data N(m, s² I) that fits the last two solved steps.
+      With the state x = α x0 + σ n (α = 1 for ε/v models in ComfyUI's VE space, α = 1 − σ for rectified flow),
+      Tweedie's formula gives D = m + s² q with q = α (x − α D) / σ², so s² (per image) and m follow from a
+      least-squares line through (q_k, D_k), anchored at the last step. The Gaussian's denoiser at σ' is
+      D(z) = m + A'(z − α' m), A' = α' s² / (α'² s² + σ'²), and the step's fixed point is
+
+          z_0 = (x − c (1 − α' A') m) / (1 − c (1 − A')),   c = (σ' − σ) / σ'.
+
+    Modes: ``"predict"`` starts each image from the candidate that predicted that image's previous step best (the
+    distance of its start to the state the step converged to), ``previous D`` until one has been measured;
+    ``"reuse"`` always from ``previous D``; ``"none"`` at z_0 = x (naive DDIM inversion's start). The first step has
+    nothing solved before it and starts at x in every mode. A start that is not finite falls back to x.
+    """
+
+    MODES = ("predict", "reuse", "none")
+
+    def __init__(self, mode, flow=False):
+        if mode not in self.MODES:
+            raise ValueError(f"warm_start must be one of {self.MODES}, got {mode!r}")
+        self.mode, self.flow = mode, flow
+        self.solved = []   # (σ_k, x_k, ε_k) of the last three solved steps
+        self.made = {}     # candidate name → the start it proposed for the step being solved
+        self.errors = {}   # candidate name → per-image distance of its last proposal to the solved state
+
+    def _alpha(self, sigma):
+        return 1.0 - sigma if self.flow else 1.0
+
+    def _gaussian(self, x, sigma, sigma_next):
+        (s0, x0, e0), (s1, x1, e1) = self.solved[-2:]
+        if s0 == 0:
+            return torch.full_like(x, float("nan"))
+        shape = (-1,) + (1,) * (x.dim() - 1)
+        d0, d1 = x0 - s0 * e0, x1 - s1 * e1
+        q0 = self._alpha(s0) * (x0 - self._alpha(s0) * d0) / s0 ** 2
+        q1 = self._alpha(s1) * (x1 - self._alpha(s1) * d1) / s1 ** 2
+        dq, dd = (q1 - q0).flatten(1), (d1 - d0).flatten(1)
+        s2 = (dd * dq).sum(1) / (dq * dq).sum(1)                         # the data variance s² per image
+        m = d1 - s2.view(shape) * q1                                     # the data mean
+        a = self._alpha(sigma_next)
+        gain = a * s2 / (a * a * s2 + sigma_next ** 2)                   # A' = ∂D/∂z at σ'
+        c = (sigma_next - sigma) / sigma_next
+        den = 1 - c * (1 - gain)
+        z = (x - c * (1 - a * gain).view(shape) * m) / den.view(shape)
+        usable = torch.isfinite(s2) & (s2 > 0) & (den > 1e-6)
+        return torch.where(usable.view(shape), z, torch.full_like(z, float("nan")))
+
+    def start(self, x, sigma, sigma_next):
+        """z_0 for the step σ → σ' from the last solved state ``x`` [B, ...], and the candidate each image starts from."""
+        sigma, sigma_next = float(sigma), float(sigma_next)
+        self.made = {}
+        if sigma == 0 and not self.solved:  # the clean image, a point for the polynomials; the step starts at x
+            self.solved = [(0.0, x, -x if self.flow else torch.zeros_like(x))]
+        elif self.mode != "none" and self.solved:
+            sigmas, eps = [s for s, _, _ in self.solved], [e for _, _, e in self.solved]
+            for name, n in (("previous D", 1), ("linear", 2), ("quadratic", 3)):
+                if len(self.solved) >= n and (n == 1 or self.mode == "predict"):
+                    self.made[name] = x + (sigma_next - sigma) * _extrapolate(sigmas[-n:], eps[-n:], sigma_next)
+            if self.mode == "predict" and len(self.solved) >= 2:
+                self.made["Gaussian"] = self._gaussian(x, sigma, sigma_next)
+        if not self.made:
+            return x.clone(), ["none"] * x.shape[0]
+        names = list(self.made)
+        shape = (-1,) + (1,) * (x.dim() - 1)
+        choice = torch.zeros(x.shape[0], dtype=torch.long)                 # previous D until measured
+        best = torch.full((x.shape[0],), float("inf"), dtype=x.dtype)
+        for j, name in enumerate(names):
+            if name in self.errors:
+                finite = torch.isfinite(self.made[name].flatten(1)).all(1).cpu()
+                better = finite & (self.errors[name] < best)
+                best, choice = torch.where(better, self.errors[name], best), torch.where(better, j, choice)
+        z = x.clone()
+        for j, name in enumerate(names):
+            z = torch.where((choice == j).to(x.device).view(shape), self.made[name], z)
+        z = torch.where(torch.isfinite(z.flatten(1)).all(1).view(shape), z, x)
+        return z, [names[j] for j in choice.tolist()]
+
+    def solved_step(self, x, x_next, sigma, sigma_next):
+        """Record the solved step σ → σ' (state x → x_next) and how far each candidate's start was from x_next."""
+        self.errors = {name: (z - x_next).flatten(1).norm(dim=1).cpu() for name, z in self.made.items()}
+        self.errors = {name: torch.where(torch.isfinite(e), e, torch.full_like(e, float("inf")))
+                       for name, e in self.errors.items()}
+        eps = (x_next - x) / (float(sigma_next) - float(sigma))
+        self.solved = (self.solved + [(float(sigma_next), x_next, eps)])[-3:]
+
+
 @torch.no_grad()
 def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable=None, max_iter=10, tol=1e-6,
                        criterion="intra", anderson=3, perturbation=1.0, flow=False, generator=None,
-                       diagnostics=None, shrink=True, on_call=None):
+                       diagnostics=None, shrink=True, on_call=None, warm_start="predict"):
     """Invert along ascending ``sigmas`` (σ_0 may be 0), solving each step by fixed-point iteration.
 
     Every image of the batch stops as soon as its own criterion is below ``tol``; with ``shrink`` (the default)
@@ -116,22 +240,36 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
             elements evaluated), ``evaluations_per_image``, ``iterations`` (most over the images), ``converged``
             (images that met ``tol``), the final intra-path residual and (``"inter"``) the inter-path loss, each the
             worst over the batch, and ``trace``: per iteration, the worst intra-path and inter-path values over the
-            images still iterating.
+            images still iterating; ``start``: per image, the ``WarmStart`` candidate its iteration started from, and
+            ``first_check``: the images that met ``tol`` at their first evaluation.
         on_call: optional ``on_call(held, used)`` before every model call: ``held`` the rows of the call's batch as
             indices into the images (``b + i`` for image i's second path), ``used`` the rows whose result the iteration
             takes (with ``shrink`` the same; without it the images still iterating).
+        warm_start: where each step's iteration starts (``WarmStart``): ``"predict"`` (default) from the candidate
+            prediction that served the image best on its previous step, ``"reuse"`` from the previous step's D
+            (ε), ``"none"`` at x_i (naive DDIM inversion's start, the behaviour before). With ``"inter"`` both paths
+            start from the prediction, the second one perturbed as above. ``max_iter=1`` always starts at x_i (naive
+            DDIM inversion: with no check, a start predicted from unchecked steps drifts).
 
-    Returns: the latent at ``sigmas[-1]``.
+    Returns: the latent at ``sigmas[-1]``. Each step hands on f(z) for the z that met ``tol``; with ``"intra"``,
+    Anderson (``anderson`` > 0) and a warm start, an image that needed two or more evaluations hands on Anderson's
+    next iterate instead where that is within the measured residual of f(z) (module docstring). ``warm_start="none"``
+    is the solver as it was before warm starts, bit for bit.
     """
     if criterion not in ("intra", "inter"):
         raise ValueError(f"criterion must be 'intra' or 'inter', got {criterion!r}")
     extra_args = {} if extra_args is None else extra_args
     two_paths = criterion == "inter" and max_iter > 1
     b = x.shape[0]
+    warm = WarmStart(warm_start, flow)
+    if max_iter == 1:  # one evaluation and no check: naive DDIM inversion (a start predicted from unchecked steps drifts)
+        warm.mode = "none"
+    hand_on = warm.mode != "none" and not two_paths and anderson > 0
     for i in trange(len(sigmas) - 1, disable=disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         x_i = torch.cat([x, x]) if two_paths else x
-        z = x_i.clone()
+        start, started = warm.start(x, sigma, sigma_next)
+        z = torch.cat([start, start]) if two_paths else start
         if two_paths:
             noise = torch.randn(x.shape, generator=generator, device="cpu", dtype=torch.float32)
             scale = perturbation * (1.0 if flow else (1 + float(sigma_next) ** 2) ** 0.5)
@@ -164,13 +302,21 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
             intra_out[cpu], inter_out[cpu], iterations[cpu] = intra.cpu(), inter.cpu(), k + 1
             trace.append((float(intra.max()), float(inter.max()) if two_paths else None))
             keep = inter >= tol
-            if k == max_iter - 1 or not bool(keep.any()):
+            last = k == max_iter - 1 or not bool(keep.any())
+            if last and not hand_on:
+                break
+            mixed = mixer(zr, fz, rows)
+            if hand_on:  # images done here hand on Anderson's iterate where it moves f(z) by at most the residual
+                done = (~keep) & ((mixed[:n] - fz[:n]).flatten(1).norm(dim=1) <= (fz[:n] - zr[:n]).flatten(1).norm(dim=1))
+                out[active[done]] = mixed[:n][done]
+            if last:
                 break
             if whole:
-                z = mixer(zr, fz, rows)
+                z = mixed
             else:
-                z[rows] = mixer(zr, fz, rows)
+                z[rows] = mixed
             active = active[keep]
+        warm.solved_step(x, out, sigma, sigma_next)
         x = out
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigma_next, "sigma_hat": sigma_next, "denoised": denoised_out})
@@ -180,5 +326,6 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
                                 "evaluations": evaluations, "evaluations_per_image": evaluations / b,
                                 "iterations": int(iterations.max()), "converged": int((final < tol).sum()),
                                 "images": b, "intra": float(intra_out.max()),
-                                "inter": float(inter_out.max()) if two_paths else None, "trace": trace})
+                                "inter": float(inter_out.max()) if two_paths else None, "trace": trace,
+                                "start": started, "first_check": int(((iterations == 1) & (final < tol)).sum())})
     return x

@@ -9,6 +9,8 @@ from .common import (CATEGORY, CoreSampler, InvertedNoise, check_choice, check_l
 from .plot import convergence_chart, report_ui
 
 CRITERIA = {"inter-path": "inter", "intra-path": "intra"}
+# warm_start widget → core.invert_fixed_point's warm_start ("none" is the solver before warm starts, bit for bit)
+WARM_STARTS = {"predicted": "predict", "previous D": "reuse", "none": "none"}
 MAX_ITERATIONS, TOLERANCE = 10, 1e-4  # node defaults, chosen by evaluations per image (README)
 # transformer_options key: (held, used) of the current model call (core.invert_fixed_point's on_call), so that
 # hooks (Attention Edit: Record) know which images a shrunk call holds
@@ -35,17 +37,25 @@ def solver_inputs():
                        tooltip="inter-path only: the second path starts at z + perturbation·N(0, I) in the model's "
                                "own latent (1 = the paper)."),
         seed_input(io, "Seed of the inter-path perturbation."),
+        io.Combo.Input("warm_start", options=list(WARM_STARTS), default="predicted",
+                       tooltip="Where each step's iteration starts; every model evaluation is also a check, so a step "
+                               "that starts at its fixed point costs one. predicted: per image, the best of a few "
+                               "predictions from the steps already solved (the previous D, polynomials through the "
+                               "previous model outputs, the Gaussian fitted to the last two steps), chosen by how well "
+                               "each predicted the previous step. previous D: the previous step's denoised prediction "
+                               "reused (FireFlow). none: the naive start, as before."),
     ]
 
 
-def check_solver(node, max_iterations, tolerance, criterion, anderson_window, perturbation, seed):
+def check_solver(node, max_iterations, tolerance, criterion, anderson_window, perturbation, seed, warm_start):
     """The solver widgets, converted (INT widgets to int); returned in the order given."""
     return (check_range(node, "max_iterations", max_iterations, 1, 100, integer=True),
             check_range(node, "tolerance", tolerance, 1e-12, 1.0),
             check_choice(node, "criterion", criterion, CRITERIA),
             check_range(node, "anderson_window", anderson_window, 0, 10, integer=True),
             check_range(node, "perturbation", perturbation, 0.0, 10.0),
-            check_range(node, "seed", seed, 0, 2 ** 31 - 1, integer=True))
+            check_range(node, "seed", seed, 0, 2 ** 31 - 1, integer=True),
+            check_choice(node, "warm_start", warm_start, WARM_STARTS))
 
 
 def per_image_conditioning(guider):
@@ -64,7 +74,7 @@ def per_image_conditioning(guider):
     return False
 
 
-def solver(max_iterations, tolerance, criterion, anderson_window, perturbation, seed, diagnostics, family,
+def solver(max_iterations, tolerance, criterion, anderson_window, perturbation, seed, warm_start, diagnostics, family,
            shrink=lambda: True):
     """The core run; ``family`` and ``shrink`` are called when it runs (the model is known then)."""
     generator = torch.Generator().manual_seed(seed)
@@ -76,7 +86,8 @@ def solver(max_iterations, tolerance, criterion, anderson_window, perturbation, 
                                        tol=tolerance, criterion=CRITERIA[criterion],
                                        anderson=0 if inter else anderson_window, perturbation=perturbation,
                                        flow=family() == "flow", generator=generator, diagnostics=diagnostics,
-                                       shrink=shrink(), on_call=lambda *rows: options.__setitem__(BATCH_ROWS, rows))
+                                       shrink=shrink(), on_call=lambda *rows: options.__setitem__(BATCH_ROWS, rows),
+                                       warm_start=WARM_STARTS[warm_start])
     return run
 
 
@@ -88,8 +99,14 @@ def fixed_point_report(node, diagnostics, calls, family):
     images = sum(d["images"] for d in diagnostics)
     lines = [f"{node}: {len(diagnostics)} steps, {per_image:.1f} model evaluations per image "
              f"({per_image / steps:.2f} per image per step; {calls} model calls), {converged}/{images} image-steps "
-             f"met the tolerance ({family})",
-             "step  sigma      evals/image  iterations  intra-path  inter-path"]
+             f"met the tolerance ({family})"]
+    starts = [name for d in diagnostics for name in d.get("start", [])]
+    if starts:
+        first = sum(d.get("first_check", 0) for d in diagnostics)
+        counts = ", ".join(f"{name} {starts.count(name)}" for name in dict.fromkeys(starts))
+        lines.append(f"warm start: {first}/{images} image-steps met the tolerance at their first evaluation "
+                     f"(started from: {counts})")
+    lines.append("step  sigma      evals/image  iterations  intra-path  inter-path")
     for d in diagnostics:
         inter = "-" if d.get("inter") is None else f"{d['inter']:.2e}"
         lines.append(f"{d['step']:>4}  {d['sigma']:<9.4g}  {d['evaluations_per_image']:>11.2f}  {d['iterations']:>10}"
@@ -104,7 +121,9 @@ class FixedPointInvert(io.ComfyNode):
             node_id="InversionSuite_FixedPointInvert", display_name="Fixed-Point Invert", category=CATEGORY,
             description="Inverts an image latent into the noise that regenerates it: DDIM inversion where every step "
                         "solves its implicit equation by fixed-point iteration (Anderson-accelerated, intra-path "
-                        "stopping rule by default; the NeurIPS 2024 inter-path rule on request). Regenerate with stock SamplerCustomAdvanced + euler on the same sigmas, "
+                        "stopping rule by default; the NeurIPS 2024 inter-path rule on request), each step starting "
+                        "from a prediction made from the steps already solved. Regenerate with stock "
+                        "SamplerCustomAdvanced + euler on the same sigmas, "
                         "using the NOISE output (every model family) or the LATENT with DisableNoise (ε/v models).",
             inputs=conditioning_inputs(io) + [
                 io.Latent.Input("latent", tooltip="The image latent to invert (VAE Encode output; batches allowed)."),
@@ -126,7 +145,7 @@ class FixedPointInvert(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, latent, sigmas, max_iterations, tolerance, criterion, anderson_window, perturbation,
-                seed, cfg=1.0, positive=None, negative=None, guider=None) -> io.NodeOutput:
+                seed, cfg=1.0, positive=None, negative=None, guider=None, warm_start="predicted") -> io.NodeOutput:
         node = "FixedPointInvert"
         guider = make_guider(node, model, positive, negative, cfg, guider)
         patcher = guider.model_patcher
@@ -134,10 +153,10 @@ class FixedPointInvert(io.ComfyNode):
         family = model_family(node, ms)
         samples = check_latent(node, "latent", latent, patcher)
         descending = check_sigmas(node, sigmas)
-        max_iterations, tolerance, criterion, anderson_window, perturbation, seed = check_solver(
-            node, max_iterations, tolerance, criterion, anderson_window, perturbation, seed)
+        max_iterations, tolerance, criterion, anderson_window, perturbation, seed, warm_start = check_solver(
+            node, max_iterations, tolerance, criterion, anderson_window, perturbation, seed, warm_start)
         diagnostics = []
-        run = solver(max_iterations, tolerance, criterion, anderson_window, perturbation, seed, diagnostics,
+        run = solver(max_iterations, tolerance, criterion, anderson_window, perturbation, seed, warm_start, diagnostics,
                      lambda: family, lambda: not per_image_conditioning(guider))
         _, sampler = run_in_guider(guider, samples, descending.flip(0), run, node=node)
         sigma_top = float(descending[0])
@@ -163,9 +182,11 @@ class FixedPointInversionSampler(io.ComfyNode):
             outputs=[io.Sampler.Output()])
 
     @classmethod
-    def execute(cls, max_iterations, tolerance, criterion, anderson_window, perturbation, seed) -> io.NodeOutput:
+    def execute(cls, max_iterations, tolerance, criterion, anderson_window, perturbation, seed,
+                warm_start="predicted") -> io.NodeOutput:
         node = "FixedPointInversionSampler"
-        options = check_solver(node, max_iterations, tolerance, criterion, anderson_window, perturbation, seed)
+        options = check_solver(node, max_iterations, tolerance, criterion, anderson_window, perturbation, seed,
+                               warm_start)
 
         def run(model, x, sigmas, extra_args, callback):
             # the same checks as Fixed-Point Invert, on what SamplerCustomAdvanced hands over, before any model call
