@@ -107,7 +107,8 @@ class Graph:
         height = 26 * max(len(inputs), len(outputs)) + 28 * len(widgets) + 90 * multiline + 20
         if kind in IMAGE_NODES | {"SaveAnimatedWEBP"}:  # a square photo at the node's width, or a wide chart
             # (or the saved video's frames), below the widgets
-            height = max(height, NODE_W + 110 if kind in ("LoadImage", "SaveImage") else MIN_IMAGE_NODE_HEIGHT + 20)
+            height = max(height, NODE_W + 110 if kind in ("LoadImage", "LoadImageMask", "SaveImage")
+                         else MIN_IMAGE_NODE_HEIGHT + 20)
         cnr = PACK_ID if kind.startswith("InversionSuite_") else "comfy-core"
         properties = {"Node name for S&R": kind, "cnr_id": cnr, "ver": VERSION if cnr == PACK_ID else "0.3.64"}
         files = [v for v in widgets if isinstance(v, str) and v in MODELS]
@@ -641,6 +642,66 @@ def bdia_video_wan21(g):
                fps=16.0, lossless=False, quality=90)
 
 
+def masked_edit(g, family):
+    """Masked editing with a shipped mask: only the painted car changes; the rest of the photo is the source latent
+    exactly, then the original pixels are pasted back outside the mask with stock nodes."""
+    g.note(f"""
+        ## Masked edit: change only what you paint ({family})
+        1. **Load** the photo and its mask (white = edit; here the car, painted as in the mask editor). To paint your
+           own: right-click Load Image → Open in MaskEditor, and connect its MASK output instead.
+        2. **Record while inverting exactly**: BDIA Invert inverts with the Record MODEL, which stores the source's
+           prediction at every step (and its attention) at no extra model call.
+        3. **Regenerate with the mask**: Inject with the mask regenerates with the edited prompt. Outside the mask the
+           latent is the source latent *exactly*; inside, the edit sees the source's background at every step (its
+           attention keys and values too). mask_grow / mask_feather are in latent pixels (8 image pixels).
+        4. **Decode and paste the original pixels back** (stock nodes): decoded, the background is the VAE round
+           trip of the photo; GrowMask by (grow + feather) × 8 px covers everything the edit touched, and Image
+           Composite Masked puts the decoded edit there and the photo's own pixels everywhere else.""")
+    with g.stage("1 · Load models, photo and mask"):
+        model, clip, vae = flux(g) if family == "Flux" else sd15(g)
+        photo = g.node("LoadImage", title="Load photo", image=EXAMPLE + "photo.png")
+        latent = g.node("VAEEncode", title="VAE Encode photo → LATENT", pixels=photo[0], vae=vae)[0]
+        mask = g.node("LoadImageMask", title="Load mask (the car)", image=EXAMPLE + "photo_car_mask.png",
+                      channel="red")
+    scene = "a photo of a house with a tree and a {} car, sunny day"
+    with g.stage("2 · Record while inverting exactly"):
+        rec = g.node("InversionSuite_AttentionEditRecord", model=model, blocks="auto", steps=0.5, keys=True)
+        if family == "Flux":
+            src_guider = flux_guider(g, rec[0], clip, scene.format("blue"), "Source prompt (describes the photo)")
+            steps, cfg = 28, None
+        else:
+            neg = g.node("CLIPTextEncode", title="Negative prompt", text="blurry, low quality", clip=clip)
+            src = g.node("CLIPTextEncode", title="Source prompt (describes the photo)", text=scene.format("blue"),
+                         clip=clip)
+            src_guider = g.node("CFGGuider", model=rec[0], positive=src[0], negative=neg[0], cfg=3.0)[0]
+            steps, cfg = 50, 3.0
+        sigmas = g.node("BasicScheduler", model=model, scheduler="simple", steps=steps, denoise=0.8)
+        inv = g.node("InversionSuite_BDIAInvert", model=rec[0], guider=src_guider, latent=latent, sigmas=sigmas[0],
+                     method="bdia", gamma=0.96)
+    with g.stage("3 · Regenerate with the mask"):
+        edit_model = g.node("InversionSuite_AttentionEditInject", model=model, record=rec[1], self_steps=0.25,
+                            cross_steps=0.5, inject_keys=False, mask=mask[0], mask_grow=1, mask_feather=1,
+                            mask_mode="soft", background="source attention")
+        if family == "Flux":
+            edit_guider = flux_guider(g, edit_model[0], clip, scene.format("red"), "Edited prompt")
+        else:
+            edit = g.node("CLIPTextEncode", title="Edited prompt", text=scene.format("red"), clip=clip)
+            edit_guider = g.node("CFGGuider", model=edit_model[0], positive=edit[0], negative=neg[0], cfg=cfg)[0]
+        sampler = g.node("InversionSuite_BDIASampler", method="bdia", gamma=0.96, inversion=inv[1])
+        out = g.node("SamplerCustomAdvanced", noise=inv[0], guider=edit_guider, sampler=sampler[0], sigmas=sigmas[0],
+                     latent_image=latent)
+        g.node("PreviewAny", title="Masked edit report",
+               source=g.node("InversionSuite_AttentionEditReport", record=rec[1], latent=out[0])[0])
+    prefix = f"inversion_suite/masked_edit_{family.lower().replace('.', '')}"
+    with g.stage("4 · Decode, paste the original pixels outside the mask"):
+        decoded = g.node("VAEDecode", samples=out[0], vae=vae)[0]
+        grown = g.node("GrowMask", title="Grow by (grow + feather) × 8 px", mask=mask[0], expand=16,
+                       tapered_corners=True)
+        pasted = g.node("ImageCompositeMasked", title="Edit inside, the photo's pixels outside", destination=photo[0],
+                        source=decoded, x=0, y=0, resize_source=False, mask=grown[0])
+        g.node("SaveImage", title="Save result", images=pasted[0], filename_prefix=prefix)
+
+
 # File name = the title the template browser shows; the number sets the order.
 WORKFLOWS = {
     "01 Fixed-Point Invert - photo edit (SD1.5)": fixed_point_sd15,
@@ -658,6 +719,8 @@ WORKFLOWS = {
     "13 Attention Edit - word swap keeping the photo (SD1.5)": attention_edit_sd15,
     "14 Attention Edit - value injection keeping the photo (Flux)": attention_edit_flux,
     "15 BDIA - exact video inversion edit (Wan 2.1)": bdia_video_wan21,
+    "16 Attention Edit - masked edit, background kept exactly (SD1.5)": lambda g: masked_edit(g, "SD1.5"),
+    "17 Attention Edit - masked edit, background kept exactly (Flux)": lambda g: masked_edit(g, "Flux"),
 }
 
 

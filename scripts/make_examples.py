@@ -86,6 +86,14 @@ def strokes(img, colour, shapes):
     return out
 
 
+def car_mask():
+    """The mask a retoucher paints over the photo's car in ComfyUI's mask editor: a rounded brush region with a
+    soft edge, white (1) where the edit goes. Load it with Load Image (as Mask), channel red."""
+    img = Image.new("L", (SIZE, SIZE), 0)
+    ImageDraw.Draw(img).rounded_rectangle((238, 342, 482, 488), radius=34, fill=255)
+    return img.filter(ImageFilter.GaussianBlur(2.0))
+
+
 def degrade(img, rng):
     small = img.resize((SIZE // 4, SIZE // 4), Image.BILINEAR).resize((SIZE, SIZE), Image.BILINEAR)
     a = np.asarray(small.filter(ImageFilter.GaussianBlur(1.5)), np.float32) + rng.normal(0, 14, (SIZE, SIZE, 3))
@@ -146,6 +154,7 @@ def images():
                                                                  ([(300, 385), (420, 385)], 14),
                                                                  ([(262, 440), (460, 440)], 12)]),
         "photo_with_pasted_edit.png": balloon,
+        "photo_car_mask.png": car_mask(),
         "portrait.png": portrait,
         "portrait_with_makeup_strokes.png": strokes(eye_shadow, (200, 20, 50), [([(228, 316), (284, 316)], 10)]),
         "portrait_degraded.png": degraded,

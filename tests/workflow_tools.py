@@ -14,7 +14,7 @@ CONTROL_MODES = ("fixed", "increment", "decrement", "randomize")
 SEED_NAMES = ("seed", "noise_seed")  # INTs the frontend gives a control even when the schema says nothing
 MODEL_DIRECTORIES = {"CheckpointLoaderSimple": "checkpoints", "UNETLoader": "diffusion_models",
                      "DualCLIPLoader": "text_encoders", "CLIPLoader": "text_encoders", "VAELoader": "vae"}
-IMAGE_NODES = {"LoadImage", "PreviewImage", "SaveImage"}
+IMAGE_NODES = {"LoadImage", "LoadImageMask", "PreviewImage", "SaveImage"}
 TITLE_HEIGHT = 30  # LiteGraph draws a node's title bar above its pos
 MIN_IMAGE_NODE_HEIGHT = 360  # room for the image preview the frontend draws inside the node
 SCREEN = (1920, 1080)
@@ -184,8 +184,8 @@ def check_workflow(workflow, object_info, provided=None):
                                     "saved workflow does not reproduce its result")
             elif name != UPLOAD and name not in linked and not check_value(*specs[name], value):
                 problems.append(f"node {n['id']} {n['type']}: widget {name}={value!r} does not fit {specs[name]}")
-        if n["type"] == "LoadImage" and values and values[0] not in provided:
-            problems.append(f"node {n['id']} LoadImage: {values[0]!r} is not shipped in example_inputs/")
+        if n["type"] in ("LoadImage", "LoadImageMask") and values and values[0] not in provided:
+            problems.append(f"node {n['id']} {n['type']}: {values[0]!r} is not shipped in example_inputs/")
         problems += check_models(n, slots, values)
         if not node_def.get("output_node") and not any(o.get("links") for o in n.get("outputs", [])):
             problems.append(f"node {n['id']} {n['type']}: no output is connected, so it never runs")
@@ -246,6 +246,14 @@ def prompt_family(prompt):
     return "sd15"
 
 
+def decoded(prompt, ref):
+    """The VAEDecode behind an IMAGE link, followed through pixel pastes (ImageCompositeMasked's source), or None."""
+    node = prompt[ref[0]]
+    while node["class_type"] == "ImageCompositeMasked":
+        node = prompt[node["inputs"]["source"][0]]
+    return node if node["class_type"] == "VAEDecode" else None
+
+
 def with_tiny_models(prompt, cheap=True):
     """Replace loaders, text encoders, images and VAEs by the test-only tiny nodes so a workflow runs on CPU; with
     ``cheap``, also cut steps and iterations (CHEAP)."""
@@ -260,10 +268,11 @@ def with_tiny_models(prompt, cheap=True):
             out[key] = {"class_type": "InvTest_TinyCond", "inputs": {"family": family, "seed": seed}}
         elif kind in ("VAEEncode", "EmptyLatentImage", "EmptySD3LatentImage"):
             out[key] = {"class_type": "InvTest_TinyLatent", "inputs": {"family": family, "batch": 1}}
-        elif kind in ("SaveImage", "PreviewImage", "SaveAnimatedWEBP") and prompt[inputs["images"][0]]["class_type"] == "VAEDecode":
+        elif kind in ("SaveImage", "PreviewImage", "SaveAnimatedWEBP") and decoded(prompt, inputs["images"]):
             out[key] = {"class_type": "SaveLatent",
-                        "inputs": {"samples": prompt[inputs["images"][0]]["inputs"]["samples"],
+                        "inputs": {"samples": decoded(prompt, inputs["images"])["inputs"]["samples"],
                                    "filename_prefix": f"workflow_{key}"}}
-        elif kind not in ("LoadImage", "VAEDecode", "VAELoader", "DualCLIPLoader", "CLIPLoader"):
+        elif kind not in ("LoadImage", "VAEDecode", "VAELoader", "DualCLIPLoader", "CLIPLoader",
+                          "ImageCompositeMasked"):
             out[key] = {"class_type": kind, "inputs": {**inputs, **(CHEAP.get(kind, {}) if cheap else {})}}
     return out
