@@ -165,11 +165,22 @@ def check_samples(node, name, samples, model):
     return samples.float() if samples.dtype in (torch.float16, torch.bfloat16) else samples
 
 
+def refuse_packed(node, name, samples):
+    """Refuse a packed audio+video LATENT (ComfyUI 0.30+: Concat AV Latent makes its 'samples' a NestedTensor of the
+    video and audio latents, for LTX-2 and MiniMax H3), which no node inverts yet, naming its parts."""
+    if getattr(samples, "is_nested", False) and not torch.is_tensor(samples):
+        parts = " and ".join(str(list(part.shape)) for part in samples.unbind())
+        fail(node, name, "must be a single latent, not a packed audio+video latent (Concat AV Latent): the inversion "
+                         "nodes do not take one yet; connect its video part (Separate AV Latent → video_latent) to "
+                         "invert the video alone", f"a packed latent of parts {parts}")
+
+
 def check_latent(node, name, latent, model):
     """A LATENT dict with a 'samples' tensor that ``check_samples`` accepts, and on which the model's own
     ``noise_scaling`` runs (what every node hands its result back through), before any model call; returns the
     samples."""
     samples = latent["samples"] if isinstance(latent, dict) and "samples" in latent else None
+    refuse_packed(node, name, samples)
     if not torch.is_tensor(samples):
         fail(node, name, "must be a LATENT with a 'samples' tensor")
     samples = model_shape(node, name, check_samples(node, name, samples, model), model)
@@ -374,6 +385,7 @@ class InvertedNoise:
 
     def generate_noise(self, input_latent):
         latent = input_latent["samples"]
+        refuse_packed(self.node, "latent_image (of the sampler using this NOISE)", latent)
         if tuple(latent.shape) != tuple(self.x.shape):
             fail(self.node, "latent_image (of the sampler using this NOISE)",
                  f"must have the inverted shape {list(self.x.shape)}", f"shape {list(latent.shape)}")

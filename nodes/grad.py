@@ -15,13 +15,14 @@ Newer ComfyUI (0.30+) also needs a non-dynamic clone under Dynamic VRAM and ``tr
 backward (both in ``host.py``, with the versions they serve), and a per-call snapshot of the block's
 ``transformer_options`` (the model rewrites that dict block by block).
 """
+import copy
 import types
 
 import torch
 import torch.utils.checkpoint
 
 from .common import fail
-from .host import non_dynamic
+from .host import non_dynamic, training
 
 def _frozen(fn):
     """A copy of a closure holding its free variables' current values: ComfyUI's block wrappers read their loop
@@ -30,16 +31,28 @@ def _frozen(fn):
     return types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, cells)
 
 
+def _fresh(v):
+    """A block argument the block may write into: tensors cloned, also inside tuples and lists (LTX-2's blocks take
+    ``img`` as the pair (video, audio) and add into both in place); dicts shallow-copied."""
+    if torch.is_tensor(v):
+        return v.clone()
+    if isinstance(v, (tuple, list)):
+        return type(v)(_fresh(x) for x in v)
+    return dict(v) if isinstance(v, dict) else v
+
+
 def _checkpointed_block(args, extra):
     """Checkpointed call of the original block. ``args`` is snapshotted at call time (dict values such as
     ``transformer_options`` shallow-copied): ComfyUI 0.38 rewrites one ``transformer_options`` dict block by block
-    (``block_index``, ``block_type``, ``img_slice``), and the recomputation in backward must see this block's."""
+    (``block_index``, ``block_type``, ``img_slice``), and the recomputation in backward must see this block's. The
+    block runs inside ``training()`` also when backward recomputes it (the autograd engine does not carry the
+    unfused-kernel mode into the recomputation: JoyImage's blocks call comfy-kitchen's fused RMS norm + RoPE)."""
     block = _frozen(extra["original_block"])
     snapshot = {k: dict(v) if isinstance(v, dict) else v for k, v in args.items()}
 
     def run(a):
-        return block({k: v.clone() if torch.is_tensor(v) else dict(v) if isinstance(v, dict) else v
-                      for k, v in a.items()})
+        with training():
+            return block({k: _fresh(v) for k, v in a.items()})
     return torch.utils.checkpoint.checkpoint(run, snapshot, use_reentrant=False)
 
 
@@ -54,7 +67,51 @@ def dit_blocks(patcher):
 
 def needs_checkpointing(patcher):
     """Flux blocks add in place into their inputs: backward only works through the checkpointed clones."""
-    return hasattr(patcher.model.diffusion_model, "single_blocks") or adds_in_place(patcher.model.diffusion_model)
+    dm = patcher.model.diffusion_model
+    return hasattr(dm, "single_blocks") or adds_in_place(dm) or bool(in_place_modules(dm))
+
+
+def checkpointed_blocks(patcher):
+    """How many blocks or modules gradient checkpointing covers: the DiT blocks of ``dit_blocks`` and the modules of
+    ``in_place_modules``."""
+    return sum(n for _, n in dit_blocks(patcher)) + len(in_place_modules(patcher.model.diffusion_model))
+
+
+# Modules a model calls outside any patches_replace['dit'] point that write in place into tensors autograd needs, by
+# model class (subclasses included): attributes holding a module or a module list (ComfyUI 0.30). For the
+# differentiable clone each is replaced, by an object patch, with a twin that runs it checkpointed on clones.
+IN_PLACE_MODULES = {
+    "PixDiT_T2I": ("patch_blocks", "pixel_blocks"),  # PixelDiT's apply_adaln_: x.addcmul_(x, scale).add_(shift)
+    "WanDancerModel": ("music_injector",),  # x[:, :seq_len] = x[:, :seq_len] + the music cross-attention
+}
+
+
+def in_place_modules(dm):
+    """[(path under the diffusion model, module)] of the IN_PLACE_MODULES of ``dm``."""
+    names = next((IN_PLACE_MODULES[c.__name__] for c in type(dm).__mro__ if c.__name__ in IN_PLACE_MODULES), ())
+    found = []
+    for name in names:
+        module = getattr(dm, name, None)
+        if isinstance(module, torch.nn.ModuleList):
+            found += [(f"{name}.{i}", block) for i, block in enumerate(module)]
+        elif module is not None:
+            found.append((name, module))
+    return found
+
+
+def _checkpointed_module(module):
+    """A shallow copy of ``module`` (the same parameters and submodules, so weight patches keep their keys) whose call
+    runs the module's own forward checkpointed, on clones of its tensor arguments, inside ``training()``."""
+    forward = type(module).forward
+    twin = copy.copy(module)
+
+    def checkpointed(*args, **kwargs):
+        def run(a, k):
+            with training():
+                return forward(twin, *_fresh(a), **{name: _fresh(v) for name, v in k.items()})
+        return torch.utils.checkpoint.checkpoint(run, args, kwargs, use_reentrant=False)
+    twin.forward = checkpointed
+    return twin
 
 
 # Other DiTs whose forward hands each block to patches_replace['dit'] (ComfyUI 0.3.64), by class (subclasses
@@ -122,4 +179,6 @@ def differentiable(patcher, checkpointing, node="differentiable"):
         for kind, count in dit_blocks(p):
             for i in range(count):
                 p.set_model_patch_replace(_checkpointed_block, "dit", kind, i)
+        for path, module in in_place_modules(dm):
+            p.add_object_patch(f"diffusion_model.{path}", _checkpointed_module(module))
     return p

@@ -5,15 +5,16 @@ import torch
 
 from .. import core
 from .common import CATEGORY, check_finite_output, conditioning_inputs, fail, latent_weight, sigma_inputs, widgets
-from .grad import differentiable, dit_blocks, needs_checkpointing
+from .grad import checkpointed_blocks, differentiable, needs_checkpointing
 from .host import io, open_model, seed_input, training
 from .plot import loss_curve, report_ui
 
 # attention query/key projections: to_q/to_k (SD1.x/SDXL, HiDream, Qwen-Image, LTX-Video), fused qkv (SD3, Flux,
 # Chroma, Lumina 2, PixArt, HunyuanVideo; Wqkv HunyuanDiT; qkv_x/qkv_y Mochi), q_proj/k_proj (Cosmos, Qwen-Image's
-# text stream), q/k (Wan), w1q/w1k/w2q/w2k (AuraFlow)
+# text stream), q/k (Wan), w1q/w1k/w2q/w2k (AuraFlow); ComfyUI 0.30's: to_query/to_key (Kandinsky 5), wq/wk (Krea 2),
+# img_qkv/txt_qkv (Lens), img_attn_qkv/txt_attn_qkv (JoyImage)
 ADAPTED = ("to_q", "to_k", ".qkv", ".Wqkv", ".qkv_x", ".qkv_y", "q_proj", "k_proj", ".q", ".k", ".w1q", ".w1k", ".w2q",
-           ".w2k")
+           ".w2k", ".to_query", ".to_key", ".wq", ".wk", "_qkv")
 
 
 LR_MIN = 0.001  # the learning-rate widgets' lower end (0 would optimise nothing)
@@ -36,13 +37,15 @@ def differentiable_guider(opened, checkpointing):
     """A copy of the opened guider driving a differentiable clone of its model, and how checkpointing went."""
     patcher = opened.patcher
     if needs_checkpointing(patcher) and not checkpointing:
-        fail(opened.node, "gradient_checkpointing", "must be on for this model (Flux, Chroma, HunyuanVideo and "
-                                                    "LTX-Video blocks add in place into their inputs; only the "
+        fail(opened.node, "gradient_checkpointing", "must be on for this model (the blocks of Flux, Chroma, "
+                                                    "HunyuanVideo, LTX-Video and PixelDiT and WanDancer's music "
+                                                    "injector write in place into their inputs; only the "
                                                     "checkpointed path can differentiate them)")
     grad_patcher = differentiable(patcher, checkpointing, opened.node)
     guider = copy.copy(opened.guider)
     guider.model_patcher, guider.model_options = grad_patcher, grad_patcher.model_options
-    how = ("on" if dit_blocks(patcher) else "not available (no block patch point)") if checkpointing else "off"
+    covered = checkpointed_blocks(patcher)
+    how = ("on" if covered else "not available (no block patch point)") if checkpointing else "off"
     return guider, how
 
 

@@ -25,9 +25,18 @@ FAMILIES = {  # test id: name shown, in the order shown
     "lumina2": "Lumina 2", "hidream": "HiDream", "qwen_image": "Qwen-Image", "cosmos_predict2": "Cosmos Predict2",
     "wan21": "Wan 2.1", "wan22": "Wan 2.2 (5B)", "hunyuan_video": "HunyuanVideo", "ltxv": "LTX-Video",
     "mochi": "Mochi",
+    # ComfyUI 0.30+ (tests/hostlib.py NEWER_FAMILIES)
+    "flux2": "Flux.2", "flux2_klein": "Flux.2 Klein", "z_image": "Z-Image",
+    "qwen_image_edit": "Qwen-Image-Edit 2511 (reference latent)", "longcat_image": "LongCat-Image",
+    "kandinsky5_image": "Kandinsky 5 Image", "ernie_image": "Ernie-Image", "krea2": "Krea 2", "anima": "Anima",
+    "joyimage": "JoyImage", "mage_flow": "MageFlow", "boogu": "Boogu", "ideogram4": "Ideogram 4", "lens": "Lens",
+    "hidream_o1": "HiDream-O1 (pixels, noise ×8)", "z_image_pixel": "Z-Image pixel space",
+    "pixeldit": "PixelDiT (pixels)", "hunyuan_video15": "HunyuanVideo 1.5", "kandinsky5": "Kandinsky 5 (video)",
+    "wan_dancer": "Wan 2.2 WanDancer", "cogvideox": "CogVideoX (v, zero SNR)", "ltxav": "LTX-2 (video latent)",
 }
 REFUSED = {"lotus": "Lotus (x0 prediction)", "img_to_img_flow": "ComfyUI 0.38 IMG_TO_IMG_FLOW/VELOCITY (simulated)",
-           "stable_cascade": "Stable Cascade stages"}
+           "stable_cascade": "Stable Cascade stages",
+           "wan21_flowrvs": "Wan 2.1 FlowRVS (real IMG_TO_IMG_FLOW, ComfyUI 0.30+)"}
 THRESHOLDS = "round trips ≤ 1e-2 (fixed point) and ≤ 1e-4 (BDIA, O-BELM) relative; gradients within 2e-2 of a " \
              "central difference"
 
@@ -36,6 +45,8 @@ def _cell(row, key, fmt):
     cell = row.get(key)
     if cell is None:
         return "—"
+    if cell.get("na"):  # measured as not applicable to the tiny model; the value says why
+        return f"— ({cell['value']})"
     return ("✓ " if cell["ok"] else "✗ ") + fmt(cell["value"])
 
 
@@ -50,7 +61,7 @@ def _version_key(version):
 def _merged_cell(rows, key):
     """The newest host's cell, ok only where every host that measured it passed."""
     cells = [row[key] for row in rows if key in row]
-    return None if not cells else {"value": cells[0]["value"], "ok": all(c["ok"] for c in cells)}
+    return None if not cells else {**cells[0], "ok": all(c["ok"] for c in cells)}
 
 
 def _host_cell(row):
@@ -97,14 +108,15 @@ def render(datas):
             kind, reason = cells[0]["value"].split(": ", 1)
             refused.append(f"- {'✓' if all(c['ok'] for c in cells) else '✗'} {label}: `{kind}`, {reason}")
     text = [f"Measured by `tests/test_host_families.py` on tiny random-weight models built with each ComfyUI's own "
-            f"classes ({', '.join(hosts)}; 8×8 latents, 2 frames for video; PixArt 48×48), through stock "
+            f"classes ({', '.join(hosts)}; 8×8 latents, 2 frames for video; PixArt 48×48; pixel-space families "
+            f"16×16 pixels, HiDream-O1 64×64), through stock "
             f"SamplerCustomAdvanced. Numbers (from ComfyUI {hosts[0]}) are relative round-trip errors, the period "
             f"found, the loss ratio after 6 optimisation steps, and the relative gap between autograd and a central "
             f"difference; ✓ means within the test's threshold on every host ({THRESHOLDS}), — not measured. A host "
             f"column says whether every cell passed on that ComfyUI.", ""] + lines
     if refused:
-        text += ["", "Refused by every node on every host with a ValueError naming the node, the input `model` and "
-                     "the model sampling type:"] + refused
+        text += ["", "Refused by every node on every host that has them, with a ValueError naming the node, the input "
+                     "`model` and the model sampling type:"] + refused
     return "\n".join(text) + "\n"
 
 
@@ -112,11 +124,13 @@ COLUMNS = ("fixed_point", "bdia", "o-belm", "bdia_cfg", "oscillation", "group", 
 
 
 def failed(data):
-    """Cells that failed their threshold, and cells or refusals that were not measured (one host's data)."""
-    families = data["families"]
+    """Cells that failed their threshold, and cells or refusals that were not measured (one host's data), among the
+    families that host has ('available', written by the tests; every one where absent)."""
+    families, available = data["families"], set(data.get("available", list(FAMILIES) + list(REFUSED)))
     problems = [f"{fam}.{col} failed" for fam, row in families.items() for col, cell in row.items() if not cell["ok"]]
-    problems += [f"{fam}.{col} not measured" for fam in FAMILIES for col in COLUMNS if col not in families.get(fam, {})]
-    return problems + [f"{fam} refusal not measured" for fam in REFUSED if fam not in families]
+    problems += [f"{fam}.{col} not measured" for fam in FAMILIES if fam in available for col in COLUMNS
+                 if col not in families.get(fam, {})]
+    return problems + [f"{fam} refusal not measured" for fam in REFUSED if fam in available and fam not in families]
 
 
 def main():
