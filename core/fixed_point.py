@@ -135,7 +135,8 @@ class WarmStart:
     Modes: ``"predict"`` starts each image from the candidate that predicted that image's previous step best (the
     distance of its start to the state the step converged to), ``previous D`` until one has been measured;
     ``"reuse"`` always from ``previous D``; ``"none"`` at z_0 = x (naive DDIM inversion's start). The first step has
-    nothing solved before it and starts at x in every mode. A start that is not finite falls back to x.
+    nothing solved before it and starts at x in every mode. Predictions are made only from steps where the image met
+    the tolerance (an unconverged state is not on the path); without one, or where it is not finite, the start is x.
     """
 
     MODES = ("predict", "reuse", "none")
@@ -144,7 +145,7 @@ class WarmStart:
         if mode not in self.MODES:
             raise ValueError(f"warm_start must be one of {self.MODES}, got {mode!r}")
         self.mode, self.flow = mode, flow
-        self.solved = []   # (σ_k, x_k, ε_k) of the last three solved steps
+        self.solved = []   # (σ_k, x_k, ε_k, met) of the last three solved steps, met: the images that met tol
         self.made = {}     # candidate name → the start it proposed for the step being solved
         self.errors = {}   # candidate name → per-image distance of its last proposal to the solved state
 
@@ -152,7 +153,7 @@ class WarmStart:
         return 1.0 - sigma if self.flow else 1.0
 
     def _gaussian(self, x, sigma, sigma_next):
-        (s0, x0, e0), (s1, x1, e1) = self.solved[-2:]
+        (s0, x0, e0, _), (s1, x1, e1, _) = self.solved[-2:]
         if s0 == 0:
             return torch.full_like(x, float("nan"))
         shape = (-1,) + (1,) * (x.dim() - 1)
@@ -174,19 +175,21 @@ class WarmStart:
         """z_0 for the step σ → σ' from the last solved state ``x`` [B, ...], and the candidate each image starts from."""
         sigma, sigma_next = float(sigma), float(sigma_next)
         self.made = {}
+        shape = (-1,) + (1,) * (x.dim() - 1)
         if sigma == 0 and not self.solved:  # the clean image, a point for the polynomials; the step starts at x
-            self.solved = [(0.0, x, -x if self.flow else torch.zeros_like(x))]
+            self.solved = [(0.0, x, -x if self.flow else torch.zeros_like(x), torch.ones(x.shape[0], dtype=torch.bool))]
         elif self.mode != "none" and self.solved:
-            sigmas, eps = [s for s, _, _ in self.solved], [e for _, _, e in self.solved]
-            for name, n in (("previous D", 1), ("linear", 2), ("quadratic", 3)):
-                if len(self.solved) >= n and (n == 1 or self.mode == "predict"):
-                    self.made[name] = x + (sigma_next - sigma) * _extrapolate(sigmas[-n:], eps[-n:], sigma_next)
-            if self.mode == "predict" and len(self.solved) >= 2:
-                self.made["Gaussian"] = self._gaussian(x, sigma, sigma_next)
+            sigmas, eps = [s for s, _, _, _ in self.solved], [e for _, _, e, _ in self.solved]
+            for name, n in (("previous D", 1), ("linear", 2), ("quadratic", 3), ("Gaussian", 2)):
+                if len(self.solved) < n or (n > 1 and self.mode != "predict"):
+                    continue
+                z = self._gaussian(x, sigma, sigma_next) if name == "Gaussian" else \
+                    x + (sigma_next - sigma) * _extrapolate(sigmas[-n:], eps[-n:], sigma_next)
+                met = torch.stack([m for _, _, _, m in self.solved[-n:]]).all(0)  # only from steps that met tol
+                self.made[name] = torch.where(met.to(x.device).view(shape), z, torch.full_like(z, float("nan")))
         if not self.made:
             return x.clone(), ["none"] * x.shape[0]
         names = list(self.made)
-        shape = (-1,) + (1,) * (x.dim() - 1)
         choice = torch.zeros(x.shape[0], dtype=torch.long)                 # previous D until measured
         best = torch.full((x.shape[0],), float("inf"), dtype=x.dtype)
         for j, name in enumerate(names):
@@ -197,16 +200,18 @@ class WarmStart:
         z = x.clone()
         for j, name in enumerate(names):
             z = torch.where((choice == j).to(x.device).view(shape), self.made[name], z)
-        z = torch.where(torch.isfinite(z.flatten(1)).all(1).view(shape), z, x)
-        return z, [names[j] for j in choice.tolist()]
+        finite = torch.isfinite(z.flatten(1)).all(1)
+        z = torch.where(finite.view(shape), z, x)
+        return z, [names[j] if ok else "none" for j, ok in zip(choice.tolist(), finite.tolist())]
 
-    def solved_step(self, x, x_next, sigma, sigma_next):
-        """Record the solved step σ → σ' (state x → x_next) and how far each candidate's start was from x_next."""
+    def solved_step(self, x, x_next, sigma, sigma_next, met):
+        """Record the solved step σ → σ' (state x → x_next; ``met``: the images that met the tolerance, on the CPU) and
+        how far each candidate's start was from x_next."""
         self.errors = {name: (z - x_next).flatten(1).norm(dim=1).cpu() for name, z in self.made.items()}
         self.errors = {name: torch.where(torch.isfinite(e), e, torch.full_like(e, float("inf")))
                        for name, e in self.errors.items()}
         eps = (x_next - x) / (float(sigma_next) - float(sigma))
-        self.solved = (self.solved + [(float(sigma_next), x_next, eps)])[-3:]
+        self.solved = (self.solved + [(float(sigma_next), x_next, eps, met)])[-3:]
 
 
 @torch.no_grad()
@@ -316,7 +321,7 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
             else:
                 z[rows] = mixed
             active = active[keep]
-        warm.solved_step(x, out, sigma, sigma_next)
+        warm.solved_step(x, out, sigma, sigma_next, (inter_out if two_paths else intra_out) < tol)
         x = out
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigma_next, "sigma_hat": sigma_next, "denoised": denoised_out})

@@ -26,10 +26,12 @@ from inversion_suite import core  # noqa: E402
 from inversion_suite.core.toy import (GaussianMixtureDenoiser, TinyConvDenoiser, flow_sigmas, make_mixture,  # noqa: E402
                                      ve_sigmas)
 
-FP_METHODS = {  # name: invert_fixed_point options
+FP_METHODS = {  # name: invert_fixed_point options (warm start predicted, the default, unless named)
     "naive DDIM inversion": dict(max_iter=1),
     "Picard, intra-path 1e-6": dict(max_iter=50, tol=1e-6, anderson=0, criterion="intra"),
     "Anderson, intra-path 1e-4 (node defaults)": dict(max_iter=10, tol=1e-4, anderson=3, criterion="intra"),
+    "Anderson, intra-path 1e-4, naive start": dict(max_iter=10, tol=1e-4, anderson=3, criterion="intra",
+                                                   warm_start="none"),
     "Anderson, intra-path 1e-6": dict(max_iter=10, tol=1e-6, anderson=3, criterion="intra"),
     "Anderson, intra-path 1e-9": dict(max_iter=20, tol=1e-9, anderson=3, criterion="intra"),
     "paper: Picard, inter-path 1e-4": dict(max_iter=20, tol=1e-4, anderson=0, criterion="inter"),
@@ -70,6 +72,71 @@ def core_fixed_point(steps=20):
             rows.append(["flow" if flow else "ε (VE)", name, f"{per_image:.0f}", f"{per_image / steps:.2f}",
                          f"{err:.1e}"])
     return table(["model", "method", "evaluations per image", "per image per step", "round-trip rel. RMS"], rows)
+
+
+WARM_STEPS = (8, 28, 50)
+WARM_CRITERIA = {  # the node defaults per criterion (nodes/fixed_point.py: inter-path iterates plain Picard)
+    "intra-path": dict(max_iter=10, tol=1e-4, anderson=3, criterion="intra"),
+    "inter-path": dict(max_iter=10, tol=1e-4, anderson=0, criterion="inter", perturbation=1.0),
+}
+WARM_RUNS = [("intra-path", "predict"), ("intra-path", "none"), ("inter-path", "predict"), ("inter-path", "none")]
+WARM_HEADER = ["model", "steps", "intra-path (default), predicted start: per step (first step / later steps)",
+               "met at the first evaluation", "round trip", "intra-path, naive start (before)", "round trip",
+               "inter-path, predicted start", "round trip", "inter-path, naive start (before)", "round trip"]
+
+
+def warm_cells(run, per_step, first_checks, images, err):
+    """One run's cells: evaluations per image per step (the first step's / the later steps' mean), for the default
+    run the image-steps that met the tolerance at their first evaluation, and the round trip."""
+    steps = len(per_step)
+    cost = f"{sum(per_step) / steps:.2f} ({per_step[0]:.2f} / {sum(per_step[1:]) / (steps - 1):.2f})"
+    return [cost] + ([f"{first_checks}/{images * steps}"] if run == WARM_RUNS[0] else []) + [f"{err:.1e}"]
+
+
+def core_warm_start():
+    """The node defaults with the predicted and the naive start on the analytic mixture (batch 2), 8/28/50 steps,
+    both criteria: where the evaluations go, and the round trip."""
+    rows = []
+    for flow in (False, True):
+        for steps in WARM_STEPS:
+            row = ["flow" if flow else "ε (VE)", steps]
+            for run in WARM_RUNS:
+                diagnostics = []
+                _, err = fixed_point_run(flow, steps, dict(WARM_CRITERIA[run[0]], warm_start=run[1]), diagnostics)
+                row += warm_cells(run, [d["evaluations_per_image"] for d in diagnostics],
+                                  sum(d["first_check"] for d in diagnostics), diagnostics[0]["images"], err)
+            rows.append(row)
+    return table(WARM_HEADER, rows)
+
+
+def host_warm_start():
+    """The same through Fixed-Point Invert on the tiny ComfyUI models (batch 2, cfg 1), regenerated through stock
+    SamplerCustomAdvanced + euler; the per-step figures read from the node's report."""
+    import hostlib
+    hostlib.require_comfyui()
+    from inversion_suite.nodes.fixed_point import WARM_STARTS, FixedPointInvert
+    widget = {mode: name for name, mode in WARM_STARTS.items()}
+    rows = []
+    for family in hostlib.FAMILIES:
+        model = hostlib.tiny_model(family)
+        latent = hostlib.image_latent(family)
+        guider = hostlib.guider(model, family, 1.0)
+        for steps in WARM_STEPS:
+            sigmas = hostlib.sigmas(model, steps)
+            row = [family, steps]
+            for run in WARM_RUNS:
+                with torch.inference_mode():
+                    _, noise, report, _ = FixedPointInvert.execute(**node_args(
+                        FixedPointInvert, model=model, latent=latent, sigmas=sigmas, guider=guider, criterion=run[0],
+                        warm_start=widget[run[1]])).args
+                    rec = hostlib.stock_sample(noise, guider, hostlib.euler(), sigmas, hostlib.empty_like(latent))
+                lines = report.splitlines()
+                per_step = [float(line.split()[2]) for line in lines if line[:4].strip().isdigit()]
+                first = int(lines[1].split("warm start: ")[1].split("/")[0]) if "warm start:" in lines[1] else 0
+                row += warm_cells(run, per_step, first, latent["samples"].shape[0],
+                                  hostlib.rel(rec, latent["samples"]))
+            rows.append(row)
+    return table(WARM_HEADER, rows)
 
 
 def intra_versus_inter(steps=20, tol=1e-4):
@@ -568,6 +635,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     print("# Machine-independent figures\n")
     print("## Fixed-point inversion, analytic Gaussian mixture, 20 steps, batch 2\n\n" + core_fixed_point())
+    print("\n## Fixed-point warm start at the node defaults, analytic Gaussian mixture, batch 2\n\n" + core_warm_start())
     print("\n## Intra-path against inter-path (the paper's rule: Picard, second path z + N(0, I)), tol 1e-4\n\n"
           + intra_versus_inter())
     print("\n## BDIA / O-BELM, analytic mixture, 50 steps, real (off-manifold) latent\n\n" + core_bdia())
@@ -578,6 +646,8 @@ def main():
             rows, host_timing = host_rows()
             memory, backward = optimisation_memory()
             print("\n## Tiny ComfyUI models through the nodes at their defaults (batch 2, 8 steps)\n\n" + rows)
+            print("\n## Fixed-point warm start at the node defaults, tiny ComfyUI models (batch 2, cfg 1)\n\n"
+                  + host_warm_start())
             print("\n## Post-inversion optimisation memory, 64×64 latent\n\n" + memory)
             timings += [("Tiny ComfyUI models: everything but the model ÷ model time", host_timing),
                         ("Post-inversion optimisation backward, 64×64 latent", backward)]
