@@ -135,7 +135,10 @@ class WarmStart:
     Modes: ``"predict"`` starts each image from the candidate that predicted that image's previous step best (the
     distance of its start to the state the step converged to), ``previous D`` until one has been measured;
     ``"reuse"`` always from ``previous D``; ``"none"`` at z_0 = x (naive DDIM inversion's start). The first step has
-    nothing solved before it and starts at x in every mode. Predictions are made only from steps where the image met
+    nothing solved before it and starts at x in every mode; a schedule that starts at σ = 0 gives the polynomials the
+    clean image as a point, with ε(x_0, 0) = α'(0) x_0 (0 for ε/v models, −x_0 for rectified flow: the limit of
+    (x − D)/σ for any denoiser with D(x, 0) = x), so the line is available from the second step and the parabola
+    from the third. Predictions are made only from steps where the image met
     the tolerance (an unconverged state is not on the path); without one, or where it is not finite, the start is x.
     """
 
