@@ -172,8 +172,8 @@ def _two_step_invert(model, x, sigmas, coefficients, extra_args, callback, disab
     s = require_schedule(sigmas, descending=False)
     like, dd = x, _compensated(x)
     x_lo = _to_state(x, dd)
-    x = _to_state(invert_fixed_point(model, x_lo[0] if dd else x_lo, s[:2], extra_args, max_iter=first_step_iters,
-                                     criterion="intra", disable=True), dd)
+    x = _to_state(invert_fixed_point(model, x_lo[0] if dd else x_lo, s[:2], extra_args, max_iterations=first_step_iters,
+                                     criterion="intra-path", disable=True), dd)
     for i in trange(1, len(s) - 1, disable=disable):
         x_in = x[0] if dd else x
         denoised = model(x_in, batch_sigma(x_in, s[i]), **extra_args)

@@ -132,9 +132,9 @@ class WarmStart:
 
           z_0 = (x − c (1 − α' A') m) / (1 − c (1 − A')),   c = (σ' − σ) / σ'.
 
-    Modes: ``"predict"`` starts each image from the candidate that predicted that image's previous step best (the
+    Modes: ``"predicted"`` starts each image from the candidate that predicted that image's previous step best (the
     distance of its start to the state the step converged to), ``previous D`` until one has been measured;
-    ``"reuse"`` always from ``previous D``; ``"none"`` at z_0 = x (naive DDIM inversion's start). The first step has
+    ``"previous D"`` always from ``previous D``; ``"none"`` at z_0 = x (naive DDIM inversion's start). The first step has
     nothing solved before it and starts at x in every mode; a schedule that starts at σ = 0 gives the polynomials the
     clean image as a point, with ε(x_0, 0) = α'(0) x_0 (0 for ε/v models, −x_0 for rectified flow: the limit of
     (x − D)/σ for any denoiser with D(x, 0) = x), so the line is available from the second step and the parabola
@@ -142,7 +142,7 @@ class WarmStart:
     the tolerance (an unconverged state is not on the path); without one, or where it is not finite, the start is x.
     """
 
-    MODES = ("predict", "reuse", "none")
+    MODES = ("predicted", "previous D", "none")
 
     def __init__(self, mode, flow=False):
         if mode not in self.MODES:
@@ -184,7 +184,7 @@ class WarmStart:
         elif self.mode != "none" and self.solved:
             sigmas, eps = [s for s, _, _, _ in self.solved], [e for _, _, e, _ in self.solved]
             for name, n in (("previous D", 1), ("linear", 2), ("quadratic", 3), ("Gaussian", 2)):
-                if len(self.solved) < n or (n > 1 and self.mode != "predict"):
+                if len(self.solved) < n or (n > 1 and self.mode != "predicted"):
                     continue
                 z = self._gaussian(x, sigma, sigma_next) if name == "Gaussian" else \
                     x + (sigma_next - sigma) * _extrapolate(sigmas[-n:], eps[-n:], sigma_next)
@@ -218,12 +218,12 @@ class WarmStart:
 
 
 @torch.no_grad()
-def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable=None, max_iter=10, tol=1e-6,
-                       criterion="intra", anderson=3, perturbation=1.0, flow=False, generator=None,
-                       diagnostics=None, shrink=True, on_call=None, warm_start="predict"):
+def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable=None, max_iterations=10,
+                       tolerance=1e-6, criterion="intra-path", anderson_window=3, perturbation=1.0, flow=False,
+                       generator=None, shrink=True, on_call=None, warm_start="predicted", return_info=False):
     """Invert along ascending ``sigmas`` (σ_0 may be 0), solving each step by fixed-point iteration.
 
-    Every image of the batch stops as soon as its own criterion is below ``tol``; with ``shrink`` (the default)
+    Every image of the batch stops as soon as its own criterion is below ``tolerance``; with ``shrink`` (the default)
     later model calls are made on the images still iterating only, so ``model`` must accept any sub-batch of the
     images. ``shrink=False`` evaluates every image in every call (for conditioning that differs per image) and
     still updates only the images iterating; ``evaluations`` then counts every image.
@@ -232,47 +232,49 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
         model: denoiser ``model(x, sigma_batch, **extra_args) -> D``.
         x: the clean latent at ``sigmas[0]``, shape [B, ...]; batched elements are solved independently.
         sigmas: ascending noise levels, e.g. a flipped sampling schedule ``[0, …, σ_max]``.
-        max_iter: iterations (model evaluations per image and path) per step at most (≥ 1); ``max_iter=1`` is naive
+        max_iterations: iterations (model evaluations per image and path) per step at most (≥ 1); ``max_iterations=1`` is naive
             DDIM inversion.
-        tol: an image stops once its criterion, a relative RMS, is below ``tol``.
-        criterion: ``"intra"`` stops on ‖f(z) − z‖/‖z‖ (AIDI, FPI); ``"inter"`` on ‖f(ẑ) − f(z)‖/‖f(z)‖ with a second
+        tolerance: an image stops once its criterion, a relative RMS, is below ``tolerance``.
+        criterion: ``"intra-path"`` stops on ‖f(z) − z‖/‖z‖ (AIDI, FPI); ``"inter-path"`` on ‖f(ẑ) − f(z)‖/‖f(z)‖ with a second
             path ẑ started at ``z + perturbation·N(0, I)`` in the model's own latent (NeurIPS 2024), batched with the
             first: the state in ComfyUI's VE space is √(1+σ²) times the model's latent, so the perturbation there is
             ``perturbation·√(1+σ_{i+1}²)·N(0, I)``; for rectified flow (``flow=True``) it is
             ``perturbation·N(0, I)``. Each inter-path iteration costs two evaluations per image.
-        anderson: Anderson window m for either criterion (0 = plain Picard iteration, the NeurIPS 2024 setting).
+        anderson_window: Anderson window m for either criterion (0 = plain Picard iteration, the NeurIPS 2024 setting).
         perturbation: inter-path only, the scale of N(0, I) (1 = the paper).
         flow: the model is rectified flow (state = model latent) rather than VE-scaled ε/v.
         generator: torch.Generator for the inter-path perturbation.
-        diagnostics: optional list; one dict per step is appended with ``model_calls``, ``evaluations`` (batch
+        return_info: also return ``{"steps": [...]}``, one dict per step with ``model_calls``, ``evaluations`` (batch
             elements evaluated), ``evaluations_per_image``, ``iterations`` (most over the images), ``converged``
-            (images that met ``tol``), the final intra-path residual and (``"inter"``) the inter-path loss, each the
+            (images that met ``tolerance``), the final intra-path residual and (``"inter-path"``) the inter-path loss, each the
             worst over the batch, and ``trace``: per iteration, the worst intra-path and inter-path values over the
             images still iterating; ``start``: per image, the ``WarmStart`` candidate its iteration started from, and
-            ``first_check``: the images that met ``tol`` at their first evaluation.
+            ``first_check``: the images that met ``tolerance`` at their first evaluation.
         on_call: optional ``on_call(held, used)`` before every model call: ``held`` the rows of the call's batch as
             indices into the images (``b + i`` for image i's second path), ``used`` the rows whose result the iteration
             takes (with ``shrink`` the same; without it the images still iterating).
-        warm_start: where each step's iteration starts (``WarmStart``): ``"predict"`` (default) from the candidate
-            prediction that served the image best on its previous step, ``"reuse"`` from the previous step's D
-            (ε), ``"none"`` at x_i (naive DDIM inversion's start, the behaviour before). With ``"inter"`` both paths
-            start from the prediction, the second one perturbed as above. ``max_iter=1`` always starts at x_i (naive
+        warm_start: where each step's iteration starts (``WarmStart``): ``"predicted"`` (default) from the candidate
+            prediction that served the image best on its previous step, ``"previous D"`` from the previous step's D
+            (ε), ``"none"`` at x_i (naive DDIM inversion's start, the behaviour before). With ``"inter-path"`` both paths
+            start from the prediction, the second one perturbed as above. ``max_iterations=1`` always starts at x_i (naive
             DDIM inversion: with no check, a start predicted from unchecked steps drifts).
 
-    Returns: the latent at ``sigmas[-1]``. Each step hands on f(z) for the z that met ``tol``; with ``"intra"``,
-    Anderson (``anderson`` > 0) and a warm start, an image that needed two or more evaluations hands on Anderson's
+    Returns: the latent at ``sigmas[-1]`` (with ``return_info``, and the info). Each step hands on f(z) for the z that
+    met ``tolerance``; with ``"intra-path"``,
+    Anderson (``anderson_window`` > 0) and a warm start, an image that needed two or more evaluations hands on Anderson's
     next iterate instead where that is within the measured residual of f(z) (module docstring). ``warm_start="none"``
     is the solver as it was before warm starts, bit for bit.
     """
-    if criterion not in ("intra", "inter"):
-        raise ValueError(f"criterion must be 'intra' or 'inter', got {criterion!r}")
+    if criterion not in ("intra-path", "inter-path"):
+        raise ValueError(f"criterion must be 'intra-path' or 'inter-path', got {criterion!r}")
     extra_args = {} if extra_args is None else extra_args
-    two_paths = criterion == "inter" and max_iter > 1
+    two_paths = criterion == "inter-path" and max_iterations > 1
+    steps = []
     b = x.shape[0]
     warm = WarmStart(warm_start, flow)
-    if max_iter == 1:  # one evaluation and no check: naive DDIM inversion (a start predicted from unchecked steps drifts)
+    if max_iterations == 1:  # one evaluation and no check: naive DDIM inversion (a start predicted from unchecked steps drifts)
         warm.mode = "none"
-    hand_on = warm.mode != "none" and not two_paths and anderson > 0
+    hand_on = warm.mode != "none" and not two_paths and anderson_window > 0
     for i in trange(len(sigmas) - 1, disable=disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         x_i = torch.cat([x, x]) if two_paths else x
@@ -282,14 +284,14 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
             noise = torch.randn(x.shape, generator=generator, device="cpu", dtype=torch.float32)
             scale = perturbation * (1.0 if flow else (1 + float(sigma_next) ** 2) ** 0.5)
             z[b:] += scale * noise.to(x.device, x.dtype)
-        mixer = Anderson(anderson)
+        mixer = Anderson(anderson_window)
         out, denoised_out = x.clone(), torch.empty_like(x)
         intra_out, inter_out = (torch.zeros(b, dtype=precise_dtype(x.device)) for _ in range(2))
         iterations = torch.zeros(b, dtype=torch.long)
         active = torch.arange(b, device=x.device)
         calls = evaluations = 0
         trace = []
-        for k in range(max_iter):
+        for k in range(max_iterations):
             rows = torch.cat([active, active + b]) if two_paths else active
             whole = rows.numel() == z.shape[0]
             zr = z if whole else z[rows]
@@ -309,8 +311,8 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
             cpu = active.cpu()
             intra_out[cpu], inter_out[cpu], iterations[cpu] = intra.cpu(), inter.cpu(), k + 1
             trace.append((float(intra.max()), float(inter.max()) if two_paths else None))
-            keep = inter >= tol
-            last = k == max_iter - 1 or not bool(keep.any())
+            keep = inter >= tolerance
+            last = k == max_iterations - 1 or not bool(keep.any())
             if last and not hand_on:
                 break
             mixed = mixer(zr, fz, rows)
@@ -324,16 +326,16 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
             else:
                 z[rows] = mixed
             active = active[keep]
-        warm.solved_step(x, out, sigma, sigma_next, (inter_out if two_paths else intra_out) < tol)
+        warm.solved_step(x, out, sigma, sigma_next, (inter_out if two_paths else intra_out) < tolerance)
         x = out
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigma_next, "sigma_hat": sigma_next, "denoised": denoised_out})
-        if diagnostics is not None:
+        if return_info:
             final = inter_out if two_paths else intra_out
-            diagnostics.append({"step": i, "sigma": float(sigma_next), "model_calls": calls,
+            steps.append({"step": i, "sigma": float(sigma_next), "model_calls": calls,
                                 "evaluations": evaluations, "evaluations_per_image": evaluations / b,
-                                "iterations": int(iterations.max()), "converged": int((final < tol).sum()),
+                                "iterations": int(iterations.max()), "converged": int((final < tolerance).sum()),
                                 "images": b, "intra": float(intra_out.max()),
                                 "inter": float(inter_out.max()) if two_paths else None, "trace": trace,
-                                "start": started, "first_check": int(((iterations == 1) & (final < tol)).sum())})
-    return x
+                                "start": started, "first_check": int(((iterations == 1) & (final < tolerance)).sum())})
+    return (x, {"steps": steps}) if return_info else x

@@ -1,20 +1,15 @@
 """FixedPointInvert and FixedPointInversionSampler: thin adapters over core.invert_fixed_point."""
 import torch
-from .host import io, seed_input
 
 from .. import core
-from .common import (CATEGORY, CoreSampler, InvertedNoise, check_choice, check_latent, check_range, check_samples,
-                     check_sigmas, conditioning_inputs, make_guider, model_family, output_latent, run_in_guider,
-                     state_to_latent, tolerance_input)
+from .common import (CATEGORY, CoreSampler, check_samples, check_sigmas, conditioning_inputs, model_family,
+                     tolerance_input, widgets)
+from .host import BATCH_ROWS, io, open_model, seed_input
 from .plot import convergence_chart, report_ui
 
-CRITERIA = {"inter-path": "inter", "intra-path": "intra"}
-# warm_start widget → core.invert_fixed_point's warm_start ("none" is the solver before warm starts, bit for bit)
-WARM_STARTS = {"predicted": "predict", "previous D": "reuse", "none": "none"}
+CRITERIA = ("intra-path", "inter-path")
+WARM_STARTS = ("predicted", "previous D", "none")  # "none": the solver before warm starts, bit for bit
 MAX_ITERATIONS, TOLERANCE = 10, 1e-4  # node defaults, chosen by evaluations per image (README)
-# transformer_options key: (held, used) of the current model call (core.invert_fixed_point's on_call), so that
-# hooks (Attention Edit: Record) know which images a shrunk call holds
-BATCH_ROWS = "inversion_suite_batch_rows"
 
 
 def solver_inputs():
@@ -37,7 +32,7 @@ def solver_inputs():
                        tooltip="inter-path only: the second path starts at z + perturbation·N(0, I) in the model's "
                                "own latent (1 = the paper)."),
         seed_input(io, "Seed of the inter-path perturbation."),
-        io.Combo.Input("warm_start", options=list(WARM_STARTS), default="predicted",
+        io.Combo.Input("warm_start", options=list(WARM_STARTS), default="predicted", optional=True,
                        tooltip="Where each step's iteration starts; every model evaluation is also a check, so a step "
                                "that starts at its fixed point costs one. predicted: per image, the best of a few "
                                "predictions from the steps already solved (the previous D, polynomials through the "
@@ -45,17 +40,6 @@ def solver_inputs():
                                "each predicted the previous step. previous D: the previous step's denoised prediction "
                                "reused (FireFlow). none: the naive start, as before."),
     ]
-
-
-def check_solver(node, max_iterations, tolerance, criterion, anderson_window, perturbation, seed, warm_start):
-    """The solver widgets, converted (INT widgets to int); returned in the order given."""
-    return (check_range(node, "max_iterations", max_iterations, 1, 100, integer=True),
-            check_range(node, "tolerance", tolerance, 1e-12, 1.0),
-            check_choice(node, "criterion", criterion, CRITERIA),
-            check_range(node, "anderson_window", anderson_window, 0, 10, integer=True),
-            check_range(node, "perturbation", perturbation, 0.0, 10.0),
-            check_range(node, "seed", seed, 0, 2 ** 31 - 1, integer=True),
-            check_choice(node, "warm_start", warm_start, WARM_STARTS))
 
 
 def per_image_conditioning(guider):
@@ -74,20 +58,23 @@ def per_image_conditioning(guider):
     return False
 
 
-def solver(max_iterations, tolerance, criterion, anderson_window, perturbation, seed, warm_start, diagnostics, family,
-           shrink=lambda: True):
-    """The core run; ``family`` and ``shrink`` are called when it runs (the model is known then)."""
-    generator = torch.Generator().manual_seed(seed)
-    inter = CRITERIA[criterion] == "inter"
+SOLVER = ("max_iterations", "tolerance", "criterion", "anderson_window", "perturbation", "warm_start")
+
+
+def solver(options, flow, guider):
+    """The core run with the solver widgets' values (``options``, checked), named as the core names them. Whether
+    converged images may leave the batch is asked of ``guider`` when the run starts (its conds are known then)."""
+    generator = torch.Generator().manual_seed(options["seed"])
+    solve = {name: options[name] for name in SOLVER if name in options}
+    if solve["criterion"] == "inter-path":
+        solve["anderson_window"] = 0  # the paper's plain Picard iteration
 
     def run(model, x, sigmas, extra_args, callback):
-        options = extra_args.get("model_options", {}).get("transformer_options", {})
-        return core.invert_fixed_point(model, x, sigmas, extra_args, callback, disable=True, max_iter=max_iterations,
-                                       tol=tolerance, criterion=CRITERIA[criterion],
-                                       anderson=0 if inter else anderson_window, perturbation=perturbation,
-                                       flow=family() == "flow", generator=generator, diagnostics=diagnostics,
-                                       shrink=shrink(), on_call=lambda *rows: options.__setitem__(BATCH_ROWS, rows),
-                                       warm_start=WARM_STARTS[warm_start])
+        transformer_options = extra_args.get("model_options", {}).get("transformer_options", {})
+        return core.invert_fixed_point(model, x, sigmas, extra_args, callback, disable=True, flow=flow,
+                                       generator=generator, shrink=not per_image_conditioning(guider),
+                                       on_call=lambda *rows: transformer_options.__setitem__(BATCH_ROWS, rows),
+                                       return_info=True, **solve)
     return run
 
 
@@ -146,27 +133,15 @@ class FixedPointInvert(io.ComfyNode):
     @classmethod
     def execute(cls, model, latent, sigmas, max_iterations, tolerance, criterion, anderson_window, perturbation,
                 seed, cfg=1.0, positive=None, negative=None, guider=None, warm_start="predicted") -> io.NodeOutput:
-        node = "FixedPointInvert"
-        guider = make_guider(node, model, positive, negative, cfg, guider)
-        patcher = guider.model_patcher
-        ms = patcher.get_model_object("model_sampling")
-        family = model_family(node, ms)
-        samples = check_latent(node, "latent", latent, patcher)
-        descending = check_sigmas(node, sigmas)
-        max_iterations, tolerance, criterion, anderson_window, perturbation, seed, warm_start = check_solver(
-            node, max_iterations, tolerance, criterion, anderson_window, perturbation, seed, warm_start)
-        diagnostics = []
-        run = solver(max_iterations, tolerance, criterion, anderson_window, perturbation, seed, warm_start, diagnostics,
-                     lambda: family, lambda: not per_image_conditioning(guider))
-        _, sampler = run_in_guider(guider, samples, descending.flip(0), run, node=node)
-        sigma_top = float(descending[0])
-        process_in = patcher.get_model_object("process_latent_in")
-        process_out = patcher.get_model_object("process_latent_out")
-        inverted = output_latent(latent, state_to_latent(ms, process_out, sampler.state, sigma_top))
-        noise = InvertedNoise(node, sampler.state, sigma_top, ms, process_in, seed=seed)
-        text = fixed_point_report(node, diagnostics, sampler.counter["calls"], family)
-        chart = convergence_chart(diagnostics, tolerance, max_iterations, criterion)
-        return io.NodeOutput(inverted, noise, text, chart, ui=report_ui(text))
+        options = widgets(cls, locals())
+        opened = open_model("FixedPointInvert", model, positive, negative, options["cfg"], guider)
+        samples, descending = opened.latent("latent", latent), check_sigmas("FixedPointInvert", sigmas)
+        ran = opened.run(solver(options, opened.flow, opened.guider), samples, descending.flip(0))
+        steps, sigma_top = ran.info["steps"], float(descending[0])
+        text = fixed_point_report("FixedPointInvert", steps, ran.calls, opened.frame)
+        chart = convergence_chart(steps, options["tolerance"], options["max_iterations"], options["criterion"])
+        return io.NodeOutput(opened.noisy(latent, ran.state, sigma_top),
+                             opened.noise(ran.state, sigma_top, seed=options["seed"]), text, chart, ui=report_ui(text))
 
 
 class FixedPointInversionSampler(io.ComfyNode):
@@ -185,15 +160,14 @@ class FixedPointInversionSampler(io.ComfyNode):
     def execute(cls, max_iterations, tolerance, criterion, anderson_window, perturbation, seed,
                 warm_start="predicted") -> io.NodeOutput:
         node = "FixedPointInversionSampler"
-        options = check_solver(node, max_iterations, tolerance, criterion, anderson_window, perturbation, seed,
-                               warm_start)
+        options = widgets(cls, locals())
 
         def run(model, x, sigmas, extra_args, callback):
             # the same checks as Fixed-Point Invert, on what SamplerCustomAdvanced hands over, before any model call
-            family = model_family(node, sampler.base_model.model_sampling)
+            flow = model_family(node, sampler.base_model.model_sampling) == "flow"
             check_sigmas(node, sigmas, direction="ascending")
             check_samples(node, "latent_image (of SamplerCustomAdvanced)", x, sampler.base_model)
-            return solver(*options, [], lambda: family, lambda: not per_image_conditioning(sampler.guider))(
-                model, x, sigmas, extra_args, callback)
+            state, _ = solver(options, flow, sampler.guider)(model, x, sigmas, extra_args, callback)
+            return state
         sampler = CoreSampler(run, node=node)
         return io.NodeOutput(sampler)

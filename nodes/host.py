@@ -166,6 +166,11 @@ def complete_params(params_class, config):
 
 
 # ---------------------------------------------------------------- opening an inversion (every node)
+# transformer_options key: (held, used) of the current model call (core.invert_fixed_point's on_call), so that hooks
+# (Attention Edit: Record) know which images a shrunk call holds
+BATCH_ROWS = "inversion_suite_batch_rows"
+
+
 class Ran:
     """What a core run inside the guider gave: the final model-space ``state``, the run's ``info`` (what the core
     function returned beside the state) and the number of model ``calls``."""

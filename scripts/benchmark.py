@@ -27,16 +27,16 @@ from inversion_suite.core.toy import (GaussianMixtureDenoiser, TinyConvDenoiser,
                                      ve_sigmas)
 
 FP_METHODS = {  # name: invert_fixed_point options (warm start predicted, the default, unless named)
-    "naive DDIM inversion": dict(max_iter=1),
-    "Picard, intra-path 1e-6": dict(max_iter=50, tol=1e-6, anderson=0, criterion="intra"),
-    "Anderson, intra-path 1e-4 (node defaults)": dict(max_iter=10, tol=1e-4, anderson=3, criterion="intra"),
-    "Anderson, intra-path 1e-4, naive start": dict(max_iter=10, tol=1e-4, anderson=3, criterion="intra",
+    "naive DDIM inversion": dict(max_iterations=1),
+    "Picard, intra-path 1e-6": dict(max_iterations=50, tolerance=1e-6, anderson_window=0, criterion="intra-path"),
+    "Anderson, intra-path 1e-4 (node defaults)": dict(max_iterations=10, tolerance=1e-4, anderson_window=3, criterion="intra-path"),
+    "Anderson, intra-path 1e-4, naive start": dict(max_iterations=10, tolerance=1e-4, anderson_window=3, criterion="intra-path",
                                                    warm_start="none"),
-    "Anderson, intra-path 1e-6": dict(max_iter=10, tol=1e-6, anderson=3, criterion="intra"),
-    "Anderson, intra-path 1e-9": dict(max_iter=20, tol=1e-9, anderson=3, criterion="intra"),
-    "paper: Picard, inter-path 1e-4": dict(max_iter=20, tol=1e-4, anderson=0, criterion="inter"),
-    "paper: Picard, inter-path 1e-6": dict(max_iter=50, tol=1e-6, anderson=0, criterion="inter"),
-    "Anderson, inter-path 1e-6": dict(max_iter=10, tol=1e-6, anderson=3, criterion="inter"),
+    "Anderson, intra-path 1e-6": dict(max_iterations=10, tolerance=1e-6, anderson_window=3, criterion="intra-path"),
+    "Anderson, intra-path 1e-9": dict(max_iterations=20, tolerance=1e-9, anderson_window=3, criterion="intra-path"),
+    "paper: Picard, inter-path 1e-4": dict(max_iterations=20, tolerance=1e-4, anderson_window=0, criterion="inter-path"),
+    "paper: Picard, inter-path 1e-6": dict(max_iterations=50, tolerance=1e-6, anderson_window=0, criterion="inter-path"),
+    "Anderson, inter-path 1e-6": dict(max_iterations=10, tolerance=1e-6, anderson_window=3, criterion="inter-path"),
 }
 
 
@@ -55,12 +55,13 @@ def fixed_point_run(flow, steps, options, diagnostics=None, network=False):
         model = make_mixture(flow=flow)
         x0 = model.sample(2, generator=torch.Generator().manual_seed(1))
     sigmas = flow_sigmas(steps) if flow else ve_sigmas(steps)
-    diagnostics = [] if diagnostics is None else diagnostics
     with torch.no_grad():
-        top = core.invert_fixed_point(model, x0, sigmas.flip(0), disable=True, flow=flow, diagnostics=diagnostics,
-                                      generator=torch.Generator().manual_seed(0), **options)
+        top, info = core.invert_fixed_point(model, x0, sigmas.flip(0), disable=True, flow=flow,
+                                            generator=torch.Generator().manual_seed(0), return_info=True, **options)
         back = core.sample_euler(model, top, sigmas, disable=True)
-    per_image = sum(d["evaluations_per_image"] for d in diagnostics)
+    if diagnostics is not None:  # the caller's list gets every step's dict
+        diagnostics.extend(info["steps"])
+    per_image = sum(d["evaluations_per_image"] for d in info["steps"])
     return per_image, float(core.rel_rms(back, x0).max())
 
 
@@ -76,10 +77,10 @@ def core_fixed_point(steps=20):
 
 WARM_STEPS = (8, 28, 50)
 WARM_CRITERIA = {  # the node defaults per criterion (nodes/fixed_point.py: inter-path iterates plain Picard)
-    "intra-path": dict(max_iter=10, tol=1e-4, anderson=3, criterion="intra"),
-    "inter-path": dict(max_iter=10, tol=1e-4, anderson=0, criterion="inter", perturbation=1.0),
+    "intra-path": dict(max_iterations=10, tolerance=1e-4, anderson_window=3, criterion="intra-path"),
+    "inter-path": dict(max_iterations=10, tolerance=1e-4, anderson_window=0, criterion="inter-path", perturbation=1.0),
 }
-WARM_RUNS = [("intra-path", "predict"), ("intra-path", "none"), ("inter-path", "predict"), ("inter-path", "none")]
+WARM_RUNS = [("intra-path", "predicted"), ("intra-path", "none"), ("inter-path", "predicted"), ("inter-path", "none")]
 WARM_HEADER = ["model", "steps", "intra-path (default), predicted start: per step (first step / later steps)",
                "met at the first evaluation", "round trip", "intra-path, naive start (before)", "round trip",
                "inter-path, predicted start", "round trip", "inter-path, naive start (before)", "round trip"]
@@ -114,8 +115,7 @@ def host_warm_start():
     SamplerCustomAdvanced + euler; the per-step figures read from the node's report."""
     import hostlib
     hostlib.require_comfyui()
-    from inversion_suite.nodes.fixed_point import WARM_STARTS, FixedPointInvert
-    widget = {mode: name for name, mode in WARM_STARTS.items()}
+    from inversion_suite.nodes.fixed_point import FixedPointInvert
     rows = []
     for family in hostlib.FAMILIES:
         model = hostlib.tiny_model(family)
@@ -128,7 +128,7 @@ def host_warm_start():
                 with torch.inference_mode():
                     _, noise, report, _ = FixedPointInvert.execute(**node_args(
                         FixedPointInvert, model=model, latent=latent, sigmas=sigmas, guider=guider, criterion=run[0],
-                        warm_start=widget[run[1]])).args
+                        warm_start=run[1])).args
                     rec = hostlib.stock_sample(noise, guider, hostlib.euler(), sigmas, hostlib.empty_like(latent))
                 lines = report.splitlines()
                 per_step = [float(line.split()[2]) for line in lines if line[:4].strip().isdigit()]
@@ -147,18 +147,18 @@ def intra_versus_inter(steps=20, tol=1e-4):
     for network in (False, True):
         for flow in (False, True):
             diagnostics = []
-            paper = dict(max_iter=50, tol=tol, anderson=0)
-            fixed_point_run(flow, steps, dict(paper, criterion="inter"), diagnostics, network)
+            paper = dict(max_iterations=50, tolerance=tol, anderson_window=0)
+            fixed_point_run(flow, steps, dict(paper, criterion="inter-path"), diagnostics, network)
             earlier, saved, later = 0, 0, 0
             for d in diagnostics:
                 first_intra = next((k + 1 for k, (intra, _) in enumerate(d["trace"]) if intra < tol), d["iterations"])
                 if first_intra < d["iterations"]:
                     earlier += 1
                     saved += d["iterations"] - first_intra
-                elif d["trace"][-1][0] >= tol and d["iterations"] < paper["max_iter"]:
+                elif d["trace"][-1][0] >= tol and d["iterations"] < paper["max_iterations"]:
                     later += 1  # the inter-path rule stopped while the intra-path residual was still above tol
-            intra_cost, intra_err = fixed_point_run(flow, steps, dict(paper, criterion="intra"), None, network)
-            inter_cost, inter_err = fixed_point_run(flow, steps, dict(paper, criterion="inter"), None, network)
+            intra_cost, intra_err = fixed_point_run(flow, steps, dict(paper, criterion="intra-path"), None, network)
+            inter_cost, inter_err = fixed_point_run(flow, steps, dict(paper, criterion="inter-path"), None, network)
             name = ("tiny conv network, " if network else "analytic mixture, ") + ("flow" if flow else "ε (VE)")
             rows.append([name, f"{earlier}/{len(diagnostics)}", f"{saved / steps:.2f}", f"{later}/{len(diagnostics)}",
                          f"{intra_cost:.0f} / {intra_err:.1e}", f"{inter_cost:.0f} / {inter_err:.1e}"])
@@ -202,7 +202,7 @@ def overhead(repeats=10):
         x = torch.randn(shape)
         conv = torch.nn.Conv2d(shape[1], shape[1], 3, padding=1)
         for label, fn in [("fixed point (Anderson m=3, intra-path)", lambda m: core.invert_fixed_point(
-                              m, x.double(), torch.tensor([0.5, 0.6], dtype=torch.float64), max_iter=5, tol=0.0,
+                              m, x.double(), torch.tensor([0.5, 0.6], dtype=torch.float64), max_iterations=5, tolerance=0.0,
                               disable=True)),
                           ("BDIA (float64 recurrence)", lambda m: core.sample_bdia(
                               m, x.double(), torch.linspace(0.9, 0.1, 6, dtype=torch.float64), gamma=0.96,

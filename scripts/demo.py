@@ -35,13 +35,13 @@ def run_methods(flow, steps=20):
         evaluations = count["evaluations"] / IMAGES
         results.append((name, evaluations, float(core.rel_rms(regenerate(state), x0).max())))
     euler = lambda top: core.sample_euler(mixture, top, sigmas, disable=True)  # noqa: E731
-    record("naive DDIM inversion", lambda: core.invert_fixed_point(model, x0, sigmas.flip(0), max_iter=1,
+    record("naive DDIM inversion", lambda: core.invert_fixed_point(model, x0, sigmas.flip(0), max_iterations=1,
                                                                    disable=True), euler)
     record("FixedPointInvert (defaults: Anderson, intra-path 1e-4)", lambda: core.invert_fixed_point(
-        model, x0, sigmas.flip(0), max_iter=10, tol=1e-4, criterion="intra", anderson=3, flow=flow,
+        model, x0, sigmas.flip(0), max_iterations=10, tolerance=1e-4, criterion="intra-path", anderson_window=3, flow=flow,
         disable=True), euler)
     record("FixedPointInvert (paper: Picard, inter-path 1e-4)", lambda: core.invert_fixed_point(
-        model, x0, sigmas.flip(0), max_iter=20, tol=1e-4, criterion="inter", anderson=0, flow=flow,
+        model, x0, sigmas.flip(0), max_iterations=20, tolerance=1e-4, criterion="inter-path", anderson_window=0, flow=flow,
         generator=torch.Generator().manual_seed(0), disable=True), euler)
     record("BDIA γ=0.96", lambda: core.invert_bdia(model, x0, sigmas.flip(0), gamma=0.96, flow=flow, disable=True),
            lambda pair: core.sample_bdia(mixture, pair[0], sigmas, gamma=0.96, flow=flow, x_below=pair[1],

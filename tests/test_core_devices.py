@@ -163,18 +163,18 @@ def test_pair_form_on_a_float64_device_runs_in_float64():
 
 # ---------------------------------------------------------------- fixed-point inversion with Anderson
 @pytest.mark.parametrize("flow", [False, True], ids=["eps", "flow"])
-@pytest.mark.parametrize("criterion", ["intra", "inter"])
+@pytest.mark.parametrize("criterion", ["intra-path", "inter-path"])
 def test_fixed_point_with_anderson_creates_no_float64_and_meets_its_tolerance(float64_less, flow, criterion):
     """Anderson's least squares in float32 (ridge 1e-6) converges as the float64 one does: every step of every image
     meets tol = 1e-6 within about 5 calls per step, and the latent round-trips to the float32 model's level."""
     model = make_mixture(flow=flow)
     sigmas = (flow_sigmas(20) if flow else ve_sigmas(20)).float()
     x = model.sample(2, generator=torch.Generator().manual_seed(1)).float()
-    diagnostics = []
     with float64_less:
-        top = invert_fixed_point(float32_network(model, float64_less), x, sigmas.flip(0), max_iter=10, tol=1e-6,
-                                 criterion=criterion, anderson=3, flow=flow, generator=torch.Generator().manual_seed(0),
-                                 diagnostics=diagnostics, disable=True)
+        top, info = invert_fixed_point(float32_network(model, float64_less), x, sigmas.flip(0), max_iterations=10,
+                                       tolerance=1e-6, criterion=criterion, anderson_window=3, flow=flow,
+                                       generator=torch.Generator().manual_seed(0), return_info=True, disable=True)
+    diagnostics = info["steps"]
     assert float64_less.created == [] and top.dtype == torch.float32
     assert all(d["converged"] == 2 for d in diagnostics)
     assert sum(d["model_calls"] for d in diagnostics) / len(diagnostics) <= 6

@@ -12,18 +12,18 @@ def round_trip(flow, **options):
     model = make_mixture(flow=flow)
     sigmas = flow_sigmas(STEPS) if flow else ve_sigmas(STEPS)
     x0 = model.sample(2, generator=torch.Generator().manual_seed(1))
-    diagnostics = []
-    x_top = invert_fixed_point(model, x0, sigmas.flip(0), disable=True, diagnostics=diagnostics,
-                               generator=torch.Generator().manual_seed(0), **options)
+    x_top, info = invert_fixed_point(model, x0, sigmas.flip(0), disable=True, return_info=True,
+                                     generator=torch.Generator().manual_seed(0), **options)
+    diagnostics = info["steps"]
     calls = model.calls
     return float(rel_rms(sample_euler(model, x_top, sigmas, disable=True), x0).max()), calls / STEPS, diagnostics
 
 
 @pytest.mark.parametrize("flow", [False, True], ids=["eps", "flow"])
-@pytest.mark.parametrize("criterion", ["intra", "inter"])
+@pytest.mark.parametrize("criterion", ["intra-path", "inter-path"])
 def test_anderson_reaches_1e5_within_5_calls_per_step_on_average(flow, criterion):
-    err, calls, _ = round_trip(flow, max_iter=10, tol=1e-6, anderson=3, criterion=criterion)
-    naive, _, _ = round_trip(flow, max_iter=1)
+    err, calls, _ = round_trip(flow, max_iterations=10, tolerance=1e-6, anderson_window=3, criterion=criterion)
+    naive, _, _ = round_trip(flow, max_iterations=1)
     print(f"flow={flow} {criterion}: error {err:.2e} at {calls:.2f} calls/step; naive {naive:.2e}")
     assert err <= 1e-5 and calls <= 5
     assert naive > 100 * err
@@ -31,26 +31,26 @@ def test_anderson_reaches_1e5_within_5_calls_per_step_on_average(flow, criterion
 
 @pytest.mark.parametrize("flow", [False, True], ids=["eps", "flow"])
 def test_anderson_reaches_1e8_within_10_calls_per_step_on_average(flow):
-    err, calls, _ = round_trip(flow, max_iter=20, tol=1e-9, anderson=3, criterion="inter")
+    err, calls, _ = round_trip(flow, max_iterations=20, tolerance=1e-9, anderson_window=3, criterion="inter-path")
     assert err <= 1e-8 and calls <= 10
 
 
 def test_naive_is_one_call_per_step():
-    err, calls, diagnostics = round_trip(False, max_iter=1)
+    err, calls, diagnostics = round_trip(False, max_iterations=1)
     assert calls == 1 and all(d["model_calls"] == 1 for d in diagnostics)
     assert err > 1e-3  # naive DDIM inversion drifts
 
 
 def test_picard_stalls_on_flow_where_anderson_converges():
     """The map is not a contraction where the posterior is multi-modal (the oscillation paper): measured, not hidden."""
-    picard, _, diag = round_trip(True, max_iter=50, tol=1e-9, anderson=0, criterion="intra")
-    anderson, _, _ = round_trip(True, max_iter=50, tol=1e-9, anderson=3, criterion="intra")
+    picard, _, diag = round_trip(True, max_iterations=50, tolerance=1e-9, anderson_window=0, criterion="intra-path")
+    anderson, _, _ = round_trip(True, max_iterations=50, tolerance=1e-9, anderson_window=3, criterion="intra-path")
     assert picard > 1e-4 > 1e-8 > anderson
     assert max(d["model_calls"] for d in diag) == 50  # some step never met the tolerance
 
 
 def test_diagnostics_report_every_step():
-    _, _, diagnostics = round_trip(False, max_iter=10, tol=1e-6, anderson=3, criterion="inter")
+    _, _, diagnostics = round_trip(False, max_iterations=10, tolerance=1e-6, anderson_window=3, criterion="inter-path")
     assert [d["step"] for d in diagnostics] == list(range(STEPS))
     assert all(d["inter"] < 1e-6 or d["model_calls"] == 10 for d in diagnostics)
     assert all(1 <= d["model_calls"] <= 10 for d in diagnostics)
@@ -64,7 +64,7 @@ def test_inter_path_batches_both_paths_in_one_call():
     def spy(x, sigma, **kw):
         seen.append(x.shape[0])
         return original(x, sigma, **kw)
-    invert_fixed_point(spy, model.sample(3), ve_sigmas(4).flip(0), max_iter=3, tol=0.0, criterion="inter", disable=True)
+    invert_fixed_point(spy, model.sample(3), ve_sigmas(4).flip(0), max_iterations=3, tolerance=0.0, criterion="inter-path", disable=True)
     assert seen == [6] * 12
 
 
@@ -82,31 +82,30 @@ def test_issue_reproduction_zero_row_with_random_row_float64():
     """A row that converges at once (all zero) beside one that iterates: no NaN, and the exact fixed point."""
     x = torch.cat([torch.zeros(1, 4, 8, 8, dtype=torch.float64),
                    torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)])
-    out = invert_fixed_point(linear_half, x, torch.tensor([0., 1., 2.], dtype=torch.float64), max_iter=20, tol=1e-12,
+    out = invert_fixed_point(linear_half, x, torch.tensor([0., 1., 2.], dtype=torch.float64), max_iterations=20, tolerance=1e-12,
                              disable=True)
     assert torch.isfinite(out).all()
     # f(z) = x_i + c·z/2 is linear: z* = x_i / (1 − c/2), c = 1 then 1/2, so z_top = x · 2 · 4/3
     assert float((out - x * 8 / 3).abs().max()) < 1e-10
 
 
-@pytest.mark.parametrize("criterion", ["intra", "inter"])
+@pytest.mark.parametrize("criterion", ["intra-path", "inter-path"])
 def test_issue_reproduction_black_image_float32_defaults(criterion):
     """A float32 batch holding an all-zero latent at the node-era defaults (max_iter 10, tol 1e-5)."""
     model = make_mixture()
     f32 = lambda x, s, **kw: model(x, s).float()  # noqa: E731
     x = torch.cat([torch.zeros(1, 4, 8, 8), model.sample(1, generator=torch.Generator().manual_seed(1)).float()])
-    diagnostics = []
-    out = invert_fixed_point(f32, x, ve_sigmas(8).flip(0), max_iter=10, tol=1e-5, criterion=criterion, anderson=3,
-                             generator=torch.Generator().manual_seed(0), disable=True, diagnostics=diagnostics)
+    out = invert_fixed_point(f32, x, ve_sigmas(8).flip(0), max_iterations=10, tolerance=1e-5, criterion=criterion,
+                             anderson_window=3, generator=torch.Generator().manual_seed(0), disable=True)
     assert torch.isfinite(out).all()
     back = sample_euler(f32, out, ve_sigmas(8), disable=True)
     assert float(rel_rms(back[1:], x[1:])) < 1e-3
     # images are solved independently: each row equals its inversion alone (the black image is off the model's
     # range, so it does not round-trip; it must still be finite and unaffected by its batch mate). The inter-path
     # noise depends on the batch, so only the intra-path result is comparable row by row.
-    for r in range(2 if criterion == "intra" else 0):
-        alone = invert_fixed_point(f32, x[r:r + 1], ve_sigmas(8).flip(0), max_iter=10, tol=1e-5, criterion=criterion,
-                                   anderson=3, generator=torch.Generator().manual_seed(0), disable=True)
+    for r in range(2 if criterion == "intra-path" else 0):
+        alone = invert_fixed_point(f32, x[r:r + 1], ve_sigmas(8).flip(0), max_iterations=10, tolerance=1e-5, criterion=criterion,
+                                   anderson_window=3, generator=torch.Generator().manual_seed(0), disable=True)
         assert float((alone - out[r:r + 1]).abs().max()) <= 1e-4 * float(out[r].abs().max())
 
 
@@ -116,7 +115,7 @@ def test_anderson_is_finite_in_every_precision(dtype):
     model = make_mixture()
     low = lambda x, s, **kw: model(x.double(), s).to(dtype)  # noqa: E731
     x = torch.cat([torch.zeros(1, 4, 8, 8), model.sample(2, generator=torch.Generator().manual_seed(1)).float()])
-    out = invert_fixed_point(low, x.to(dtype), ve_sigmas(6).flip(0), max_iter=15, tol=1e-12, anderson=3,
+    out = invert_fixed_point(low, x.to(dtype), ve_sigmas(6).flip(0), max_iterations=15, tolerance=1e-12, anderson_window=3,
                              disable=True)
     assert torch.isfinite(out).all()
     back = sample_euler(model, out.double(), ve_sigmas(6), disable=True)
@@ -136,8 +135,9 @@ def test_converged_images_are_not_evaluated_again():
     frozen = lambda z, s, **kw: torch.where(  # noqa: E731  image 0 is a fixed point at once (D(z) = z)
         (torch.arange(z.shape[0]) == 0).reshape(-1, 1, 1, 1) & (z.flatten(1).abs().sum(1) == 0).reshape(-1, 1, 1, 1),
         z, spy(z, s))
-    diagnostics = []
-    invert_fixed_point(frozen, x, ve_sigmas(3).flip(0), max_iter=10, tol=1e-9, disable=True, diagnostics=diagnostics)
+    _, info = invert_fixed_point(frozen, x, ve_sigmas(3).flip(0), max_iterations=10, tolerance=1e-9, disable=True,
+                                 return_info=True)
+    diagnostics = info["steps"]
     first = diagnostics[0]
     assert seen[0] == 3 and all(n <= 2 for n in seen[1:first["model_calls"]])
     assert first["evaluations"] == sum(seen[:first["model_calls"]])
@@ -154,8 +154,8 @@ def test_inter_path_perturbation_is_unit_noise_in_the_model_latent():
             starts.append(x.clone())
             return torch.zeros_like(x)
         x = torch.zeros(2, 4, 16, 16, dtype=torch.float64)
-        invert_fixed_point(spy, x, torch.tensor([0.0, sigma], dtype=torch.float64), max_iter=2, tol=0.0,
-                           criterion="inter", anderson=0, flow=flow, disable=True,
+        invert_fixed_point(spy, x, torch.tensor([0.0, sigma], dtype=torch.float64), max_iterations=2, tolerance=0.0,
+                           criterion="inter-path", anderson_window=0, flow=flow, disable=True,
                            generator=torch.Generator().manual_seed(0))
         gap = (starts[0][2:] - starts[0][:2]).std()
         expected = 1.0 if flow else (1 + sigma ** 2) ** 0.5
@@ -163,7 +163,7 @@ def test_inter_path_perturbation_is_unit_noise_in_the_model_latent():
 
 
 # ---------------------------------------------------------------- issue 21: warm starts, two evaluations per step
-NODE_DEFAULTS = dict(max_iter=10, tol=1e-4, anderson=3, criterion="intra")  # nodes/fixed_point.py
+NODE_DEFAULTS = dict(max_iterations=10, tolerance=1e-4, anderson_window=3, criterion="intra-path")  # nodes/fixed_point.py
 
 
 def inversion(flow, steps, **options):
@@ -171,9 +171,9 @@ def inversion(flow, steps, **options):
     model = make_mixture(flow=flow)
     sigmas = flow_sigmas(steps) if flow else ve_sigmas(steps)
     x0 = model.sample(2, generator=torch.Generator().manual_seed(1))
-    diagnostics = []
-    top = invert_fixed_point(model, x0, sigmas.flip(0), disable=True, flow=flow, diagnostics=diagnostics,
-                             generator=torch.Generator().manual_seed(0), **{**NODE_DEFAULTS, **options})
+    top, info = invert_fixed_point(model, x0, sigmas.flip(0), disable=True, flow=flow, return_info=True,
+                                   generator=torch.Generator().manual_seed(0), **{**NODE_DEFAULTS, **options})
+    diagnostics = info["steps"]
     cost = sum(d["evaluations_per_image"] for d in diagnostics) / steps
     return cost, float(rel_rms(sample_euler(model, top, sigmas, disable=True), x0).max()), diagnostics
 
@@ -212,9 +212,9 @@ def test_gaussian_start_is_the_fixed_point_for_gaussian_data(flow):
     at its fixed point and costs one evaluation, even on 8 steps."""
     model = make_mixture(k=1, flow=flow)
     sigmas = flow_sigmas(8) if flow else ve_sigmas(8)
-    diagnostics = []
-    invert_fixed_point(model, model.sample(2, generator=torch.Generator().manual_seed(1)), sigmas.flip(0),
-                       disable=True, flow=flow, diagnostics=diagnostics, **NODE_DEFAULTS)
+    _, info = invert_fixed_point(model, model.sample(2, generator=torch.Generator().manual_seed(1)), sigmas.flip(0),
+                                 disable=True, flow=flow, return_info=True, **NODE_DEFAULTS)
+    diagnostics = info["steps"]
     for d in diagnostics[3:]:
         assert d["start"] == ["Gaussian", "Gaussian"] and d["model_calls"] == 1 and d["first_check"] == 2
         assert d["trace"][0][0] < 1e-12
@@ -222,11 +222,11 @@ def test_gaussian_start_is_the_fixed_point_for_gaussian_data(flow):
 
 def test_starts_are_the_formulas():
     """none: each step's first call is at x_i (the naive start, as before); reuse: at D_i + (σ'/σ)(x_i − D_i) with the
-    previous step's D_i = x_i − σ_i ε_i, ε_i = (x_i − x_{i−1})/(σ_i − σ_{i−1}); max_iter=1 is naive in every mode."""
+    previous step's D_i = x_i − σ_i ε_i, ε_i = (x_i − x_{i−1})/(σ_i − σ_{i−1}); max_iterations=1 is naive in every mode."""
     model = make_mixture()
     sigmas = ve_sigmas(6).flip(0)
     x0 = model.sample(2, generator=torch.Generator().manual_seed(1))
-    for mode in ("none", "reuse"):
+    for mode in ("none", "previous D"):
         first, states = {}, [x0]
 
         def spy(z, s, **kw):
@@ -237,16 +237,16 @@ def test_starts_are_the_formulas():
         for i in range(1, len(sigmas) - 1):
             s_prev, s, s_next = (float(sigmas[j]) for j in (i - 1, i, i + 1))
             expected = states[i]
-            if mode == "reuse":
+            if mode == "previous D":
                 d = states[i] - s * (states[i] - states[i - 1]) / (s - s_prev)
                 expected = d + (s_next / s) * (states[i] - d)
             assert float((first[s_next] - expected).abs().max()) <= 1e-12 * float(expected.abs().max())
     calls = []
     invert_fixed_point(lambda z, s, **kw: calls.append(z.clone()) or model(z, s), x0, sigmas, disable=True,
-                       max_iter=1)
-    naive = invert_fixed_point(model, x0, sigmas, disable=True, max_iter=1, warm_start="none")
+                       max_iterations=1)
+    naive = invert_fixed_point(model, x0, sigmas, disable=True, max_iterations=1, warm_start="none")
     assert len(calls) == len(sigmas) - 1
-    assert torch.equal(invert_fixed_point(model, x0, sigmas, disable=True, max_iter=1), naive)
+    assert torch.equal(invert_fixed_point(model, x0, sigmas, disable=True, max_iterations=1), naive)
 
 
 def test_unknown_warm_start_is_rejected():
@@ -260,9 +260,8 @@ def test_no_prediction_from_a_step_that_missed_the_tolerance():
     model = make_mixture(flow=True)
     x0 = model.sample(2, generator=torch.Generator().manual_seed(1))
     runs = {}
-    for mode in ("predict", "none"):
-        diagnostics = []
-        runs[mode] = invert_fixed_point(model, x0, flow_sigmas(6).flip(0), disable=True, flow=True, max_iter=3, tol=0.0,
-                                        warm_start=mode, diagnostics=diagnostics)
-        assert all(d["start"] == ["none", "none"] for d in diagnostics)
-    assert torch.equal(runs["predict"], runs["none"])
+    for mode in ("predicted", "none"):
+        runs[mode], info = invert_fixed_point(model, x0, flow_sigmas(6).flip(0), disable=True, flow=True,
+                                              max_iterations=3, tolerance=0.0, warm_start=mode, return_info=True)
+        assert all(d["start"] == ["none", "none"] for d in info["steps"])
+    assert torch.equal(runs["predicted"], runs["none"])

@@ -22,8 +22,8 @@ def setup(flow, steps=10):
 def test_fixed_point_beats_naive_on_a_network(flow):
     model, sigmas, x0 = setup(flow)
     with torch.no_grad():
-        naive = invert_fixed_point(model, x0, sigmas.flip(0), max_iter=1, disable=True)
-        fixed = invert_fixed_point(model, x0, sigmas.flip(0), max_iter=20, tol=1e-8, disable=True)
+        naive = invert_fixed_point(model, x0, sigmas.flip(0), max_iterations=1, disable=True)
+        fixed = invert_fixed_point(model, x0, sigmas.flip(0), max_iterations=20, tolerance=1e-8, disable=True)
         e_naive = float(rel_rms(sample_euler(model, naive, sigmas, disable=True), x0).max())
         e_fixed = float(rel_rms(sample_euler(model, fixed, sigmas, disable=True), x0).max())
     print(f"flow={flow}: naive {e_naive:.2e}, fixed point {e_fixed:.2e}")

@@ -7,7 +7,7 @@ import torch
 from ...core import attention as A
 from ...core import mask as M
 from ..common import fail, family_signature
-from ..fixed_point import BATCH_ROWS
+from ..host import BATCH_ROWS
 from .constants import CONFIG, INJECT, RECORD
 from .layers import layer_name
 
