@@ -3,8 +3,8 @@ import comfy.samplers
 
 from .. import core
 from .common import (CATEGORY, check_finite_output, check_samples, check_sigmas, checked_callback,
-                     conditioning_inputs, fail, family_signature, model_family, widgets, wrap_denoiser)
-from .host import io, open_model
+                     conditioning_inputs, fail, family_signature, model_family, widgets)
+from .host import io, open_model, wrap_denoiser
 from .plot import report_ui
 
 METHODS = ["bdia", "o-belm"]

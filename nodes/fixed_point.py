@@ -2,9 +2,9 @@
 import torch
 
 from .. import core
-from .common import (CATEGORY, CoreSampler, check_samples, check_sigmas, conditioning_inputs, model_family,
+from .common import (CATEGORY, check_samples, check_sigmas, conditioning_inputs, model_family,
                      tolerance_input, widgets)
-from .host import BATCH_ROWS, io, open_model, seed_input
+from .host import BATCH_ROWS, CoreSampler, io, open_model, seed_input
 from .plot import convergence_chart, report_ui
 
 CRITERIA = ("intra-path", "inter-path")

@@ -29,13 +29,19 @@ single attention-override slot              0.38 ``set_model_optimized_attention
 import contextlib
 import dataclasses
 import inspect
+import math
 
+import torch
 from torch.overrides import TorchFunctionMode
 
 import comfy.model_management
+import comfy.samplers
+import comfy.utils
+import latent_preview
 
-from .common import (InvertedNoise, check_latent, fail, make_guider, model_family, output_latent, run_in_guider,
-                     state_to_latent)
+from ..core.frame import precise_dtype
+from .common import (_sigma, check_finite_output, check_latent, checked_callback, fail, latent_weight, model_family,
+                     refuse_packed)
 
 try:
     from comfy_api.v0_0_2 import ComfyExtension, io
@@ -43,7 +49,7 @@ except ImportError:  # pragma: no cover - exercised by a test that hides v0_0_2
     from comfy_api.latest import ComfyExtension, io
 
 __all__ = ["ComfyExtension", "io", "seed_input", "seed_control", "training", "non_dynamic", "complete_params",
-           "DYNAMIC_VRAM_FLAG", "open_model", "Opened", "Ran"]
+           "DYNAMIC_VRAM_FLAG", "open_model", "Opened", "Ran", "BATCH_ROWS", "CoreSampler", "InvertedNoise"]
 
 DYNAMIC_VRAM_FLAG = "--disable-dynamic-vram"
 _ABSENT = object()
@@ -169,6 +175,137 @@ def complete_params(params_class, config):
 # transformer_options key: (held, used) of the current model call (core.invert_fixed_point's on_call), so that hooks
 # (Attention Edit: Record) know which images a shrunk call holds
 BATCH_ROWS = "inversion_suite_batch_rows"
+
+
+def make_guider(node, model, positive=None, negative=None, cfg=1.0, guider=None):
+    """The connected GUIDER, or a stock CFGGuider (plain positive-only guider when there is no negative)."""
+    if guider is not None:
+        if not (hasattr(guider, "model_patcher") and callable(getattr(guider, "sample", None))):
+            fail(node, "guider", "must be a GUIDER (CFGGuider, BasicGuider…)", type(guider).__name__)
+        return guider
+    if model is None:
+        fail(node, "model", "is required when no guider is connected")
+    if not hasattr(model, "get_model_object"):
+        fail(node, "model", "must be a MODEL (a loader's output)", type(model).__name__)
+    for name, cond in (("positive", positive), ("negative", negative)):
+        if cond is not None and not (isinstance(cond, list) and cond and all(
+                isinstance(c, (list, tuple)) and len(c) == 2 and torch.is_tensor(c[0]) and isinstance(c[1], dict)
+                for c in cond)):
+            fail(node, name, "must be a CONDITIONING (a text encoder's output)", type(cond).__name__)
+    if positive is None:
+        fail(node, "positive", "is required when no guider is connected")
+    g = comfy.samplers.CFGGuider(model)
+    if negative is None:
+        if cfg != 1.0:
+            fail(node, "negative", f"is required for cfg {cfg} (cfg above 1 mixes positive and negative)")
+        g.inner_set_conds({"positive": positive})
+    else:
+        g.set_conds(positive, negative)
+    g.set_cfg(cfg)
+    return g
+
+
+
+def wrap_denoiser(model_wrap, dtype=torch.float32, counter=None):
+    """The guider as a core ``model(x, sigma)``: casts to the model's dtype, counts calls, honours Cancel."""
+    def model(x, sigma, **extra_args):
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        if counter is not None:
+            counter["calls"] += 1
+        return model_wrap(x.to(dtype), sigma.to(dtype), **extra_args).to(x.dtype)
+    return model
+
+
+def core_callback(callback, total, node=None):
+    """Core callbacks ({'i', 'x', 'denoised'}) to ComfyUI's (step, x0, x, total) preview callback; with ``node``
+    every step's state is first checked for NaN/inf (``checked_callback``)."""
+    preview = None if callback is None else (lambda d: callback(d["i"], d["denoised"].float(), d["x"].float(), total))
+    return preview if node is None else checked_callback(node, preview, total)
+
+
+class CoreSampler(comfy.samplers.Sampler):
+    """A comfy Sampler that hands the guider to ``run(model, x, sigmas, extra_args, callback)``.
+
+    It starts from the (process_latent_in'd) latent as it is and returns the model-space state as it is:
+    no noise_scaling, no inverse_noise_scaling (which is inf for flow models at σ = 1). Extra results
+    of ``run`` are left in the caller's closure.
+    """
+
+    def __init__(self, run, total=None, node=None):
+        self.run, self.total, self.counter, self.node = run, total, {"calls": 0}, node
+
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+               disable_pbar=False):
+        self.guider, self.base_model = model_wrap, model_wrap.inner_model
+        model = wrap_denoiser(model_wrap, counter=self.counter)
+        precise = precise_dtype(latent_image.device)  # float64, or float32 on a device without it (MPS, DirectML)
+        x = self.run(model, latent_image.to(precise), sigmas.to(precise), extra_args,
+                     core_callback(callback, self.total or len(sigmas) - 1, self.node))
+        if self.node is not None:
+            check_finite_output(self.node, "the final state", x)
+        self.state = x
+        return x.float()
+
+
+def run_in_guider(guider, samples, sigmas, run, total=None, node=None):
+    """Run ``run`` through ``guider.sample`` (model loading, conds, CFG, patches) on a copy of ``samples``.
+
+    Returns ``(latent_out, sampler)``: ``process_latent_out`` of the final state, and the CoreSampler
+    holding the model-space state (``.state``) and the model-call count. ``total`` is the progress-bar length
+    (default: the number of steps). With ``node`` every step's state and the result are checked for NaN/inf.
+    """
+    sampler = CoreSampler(run, total, node)
+    callback = latent_preview.prepare_callback(guider.model_patcher, total or len(sigmas) - 1)
+    out = guider.sample(torch.zeros_like(samples), samples.clone(), sampler, sigmas.float(), callback=callback,
+                        disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=0)
+    return out.to(comfy.model_management.intermediate_device()), sampler
+
+
+
+def state_to_latent(model_sampling, process_out, x, sigma):
+    """A LATENT that stock samplers with DisableNoise start from at ``sigma`` (solves noise_scaling(σ, 0, L) = x).
+
+    Where that is impossible (flow models at σ = 1, where the latent's weight is 0) the raw state is returned;
+    use the NOISE output there.
+    """
+    return process_out(x.float().cpu() / latent_weight(model_sampling, sigma, x.shape))
+
+
+class InvertedNoise:
+    """A NOISE that makes any stock sampler start exactly at an inverted state ``x`` at level ``sigma``.
+
+    ``generate_noise`` solves ``noise_scaling(σ, n, L_in) = x`` for ``n`` given the LATENT that is
+    connected at regeneration time (an empty latent is fine), with KSAMPLER's max_denoise rule.
+    """
+
+    def __init__(self, node, x, sigma, model_sampling, process_in, seed=0):
+        self.node, self.x, self.sigma = node, x.float().cpu(), float(sigma)
+        self.model_sampling, self.process_in, self.seed = model_sampling, process_in, seed
+
+    def generate_noise(self, input_latent):
+        latent = input_latent["samples"]
+        refuse_packed(self.node, "latent_image (of the sampler using this NOISE)", latent)
+        if tuple(latent.shape) != tuple(self.x.shape):
+            fail(self.node, "latent_image (of the sampler using this NOISE)",
+                 f"must have the inverted shape {list(self.x.shape)}", f"shape {list(latent.shape)}")
+        ms, s = self.model_sampling, _sigma(self.sigma)
+        latent_in = self.process_in(latent.float()) if torch.count_nonzero(latent) > 0 else torch.zeros_like(self.x)
+        smax = float(ms.sigma_max)
+        max_denoise = math.isclose(smax, self.sigma, rel_tol=1e-5) or self.sigma > smax
+        offset = ms.noise_scaling(s, torch.zeros_like(self.x), latent_in.clone(), max_denoise)
+        unit = ms.noise_scaling(s, torch.ones_like(self.x), torch.zeros_like(self.x), max_denoise)
+        return (self.x - offset) / unit
+
+
+
+def output_latent(latent, samples):
+    """Copy a LATENT dict and replace its samples, so unknown keys survive."""
+    out = latent.copy()
+    out["samples"] = samples
+    out.pop("noise_mask", None)
+    return out
+
+
 
 
 class Ran:

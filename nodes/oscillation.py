@@ -1,10 +1,10 @@
 """OscillationInvert and GroupInversion: thin adapters over core.oscillation."""
 import torch
-from .host import io, open_model
+from .host import io, open_model, output_latent
 import comfy.samplers
 
 from .. import core
-from .common import CATEGORY, check_finite_output, conditioning_inputs, fail, output_latent, sigma_inputs, widgets
+from .common import CATEGORY, check_finite_output, conditioning_inputs, fail, sigma_inputs, widgets
 from .plot import distance_map, report_ui
 
 DECODE = ["one-step", "sample"]
