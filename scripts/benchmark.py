@@ -19,8 +19,10 @@ import time
 import torch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-import conftest  # noqa: E402,F401  (makes the repository importable as inversion_suite)
+sys.path.insert(0, str(ROOT / "scripts"))
+import comfyui_host  # noqa: E402
+
+comfyui_host.import_pack()
 
 from inversion_suite import core  # noqa: E402
 from inversion_suite.core.toy import (GaussianMixtureDenoiser, TinyConvDenoiser, flow_sigmas, make_mixture,  # noqa: E402
@@ -113,28 +115,28 @@ def core_warm_start():
 def host_warm_start():
     """The same through Fixed-Point Invert on the tiny ComfyUI models (batch 2, cfg 1), regenerated through stock
     SamplerCustomAdvanced + euler; the per-step figures read from the node's report."""
-    import hostlib
-    hostlib.require_comfyui()
+    comfyui_host.use_comfyui()
+    from inversion_suite.nodes import tiny
     from inversion_suite.nodes.fixed_point import FixedPointInvert
     rows = []
-    for family in hostlib.FAMILIES:
-        model = hostlib.tiny_model(family)
-        latent = hostlib.image_latent(family)
-        guider = hostlib.guider(model, family, 1.0)
+    for family in tiny.FAMILIES:
+        model = tiny.tiny_model(family)
+        latent = tiny.image_latent(family)
+        guider = tiny.guider(model, family, 1.0)
         for steps in WARM_STEPS:
-            sigmas = hostlib.sigmas(model, steps)
+            sigmas = tiny.sigmas(model, steps)
             row = [family, steps]
             for run in WARM_RUNS:
                 with torch.inference_mode():
                     _, noise, report, _ = FixedPointInvert.execute(**node_args(
                         FixedPointInvert, model=model, latent=latent, sigmas=sigmas, guider=guider, criterion=run[0],
                         warm_start=run[1])).args
-                    rec = hostlib.stock_sample(noise, guider, hostlib.euler(), sigmas, hostlib.empty_like(latent))
+                    rec = tiny.stock_sample(noise, guider, tiny.euler(), sigmas, tiny.empty_like(latent))
                 lines = report.splitlines()
                 per_step = [float(line.split()[2]) for line in lines if line[:4].strip().isdigit()]
                 first = int(lines[1].split("warm start: ")[1].split("/")[0]) if "warm start:" in lines[1] else 0
                 row += warm_cells(run, per_step, first, latent["samples"].shape[0],
-                                  hostlib.rel(rec, latent["samples"]))
+                                  rel(rec, latent["samples"]))
             rows.append(row)
     return table(WARM_HEADER, rows)
 
@@ -275,17 +277,17 @@ def node_args(cls, **values):
 def host_rows():
     """Tiny ComfyUI models through the nodes at their defaults, batch 2, 8 steps: evaluations per image and round
     trip (machine-independent), and everything-but-the-model time ÷ model time (timing)."""
-    import hostlib
-    hostlib.require_comfyui()
+    comfyui_host.use_comfyui()
+    from inversion_suite.nodes import tiny
     from comfy_extras.nodes_custom_sampler import FlipSigmas
     from inversion_suite.nodes.bdia import BDIAInvert, BDIASampler
     from inversion_suite.nodes.fixed_point import FixedPointInvert
     rows, timings = [], []
-    for family in hostlib.FAMILIES:
-        patched, spent = timed_model(hostlib.tiny_model(family))
-        latent, sigmas = hostlib.image_latent(family), hostlib.sigmas(patched, 8)
+    for family in tiny.FAMILIES:
+        patched, spent = timed_model(tiny.tiny_model(family))
+        latent, sigmas = tiny.image_latent(family), tiny.sigmas(patched, 8)
         for cfg in (1.0, 3.0):
-            guider = hostlib.guider(patched, family, cfg)
+            guider = tiny.guider(patched, family, cfg)
 
             def measure(label, fn):
                 spent.update(model=0.0, calls=0, evaluations=0)
@@ -295,7 +297,7 @@ def host_rows():
                 total = time.perf_counter() - start
                 ratio = (total - spent["model"]) / spent["model"]
                 rows.append([family, cfg, label, f"{evaluations / 2 / 8:.2f}",
-                             f"{hostlib.rel(rec, latent['samples']):.1e}"])
+                             f"{rel(rec, latent['samples']):.1e}"])
                 timings.append([family, cfg, label, f"{ratio:.2f}"])
 
             def fixed(**options):
@@ -303,8 +305,8 @@ def host_rows():
                     inv = FixedPointInvert.execute(**node_args(FixedPointInvert, model=patched, latent=latent,
                                                                sigmas=sigmas, guider=guider, **options)).args
                     evaluations = spent["evaluations"]
-                    return hostlib.stock_sample(inv[1], guider, hostlib.euler(), sigmas,
-                                                hostlib.empty_like(latent)), evaluations
+                    return tiny.stock_sample(inv[1], guider, tiny.euler(), sigmas,
+                                                tiny.empty_like(latent)), evaluations
                 return run
 
             def exact(method):
@@ -314,14 +316,14 @@ def host_rows():
                         guider=guider)).args
                     evaluations = spent["evaluations"]
                     sampler = BDIASampler.execute(method=method, gamma=0.96, inversion=inversion).args[0]
-                    return hostlib.stock_sample(noise, guider, sampler, sigmas, hostlib.empty_like(latent)), evaluations
+                    return tiny.stock_sample(noise, guider, sampler, sigmas, tiny.empty_like(latent)), evaluations
                 return run
 
             def stock():
-                inv = hostlib.stock_sample(hostlib.disable_noise(), guider, hostlib.euler(),
+                inv = tiny.stock_sample(tiny.disable_noise(), guider, tiny.euler(),
                                            FlipSigmas().get_sigmas(sigmas)[0], latent)
                 evaluations = spent["evaluations"]
-                return hostlib.stock_sample(hostlib.disable_noise(), guider, hostlib.euler(), sigmas,
+                return tiny.stock_sample(tiny.disable_noise(), guider, tiny.euler(), sigmas,
                                             {"samples": inv}), evaluations
             if family == "sd15":
                 measure("stock FlipSigmas + euler", stock)
@@ -340,13 +342,13 @@ def optimisation_memory(size=64):
     """Bytes autograd keeps for backward during one optimisation step's forward (activation memory), with and
     without gradient checkpointing, tiny SD3 and Flux at a size×size latent (machine-independent), and the
     backward time (timing)."""
-    import hostlib
-    hostlib.require_comfyui()
+    comfyui_host.use_comfyui()
+    from inversion_suite.nodes import tiny
     import comfy.samplers
     from inversion_suite.nodes.grad import differentiable
     rows, timings = [], []
     for family in ("sd3", "flux"):
-        model = hostlib.tiny_model(family)
+        model = tiny.tiny_model(family)
         with torch.inference_mode():
             model.model.load_state_dict({k: v.clone() for k, v in model.model.state_dict().items()})
         for checkpointing in (False, True):
@@ -370,7 +372,7 @@ def optimisation_memory(size=64):
                         loss.backward()
                         saved["backward"] = time.perf_counter() - start
                     return latent_image
-            guider = hostlib.guider(differentiable(model, checkpointing), family)
+            guider = tiny.guider(differentiable(model, checkpointing), family)
             latent = torch.randn(1, 16, size, size)
             with torch.inference_mode():
                 guider.sample(torch.zeros_like(latent), latent, Step(), torch.tensor([0.4, 0.0]))
@@ -511,18 +513,9 @@ def full_cond(family, reduced, device):
     return [[torch.randn(1, 8 if reduced else tokens, width, generator=g), extra]]
 
 
-def setup_comfyui(cpu):
-    """Import ComfyUI from COMFYUI_PATH (as the host tier finds it), on the GPU unless ``cpu``."""
-    import hostlib
-    if not (hostlib.COMFYUI / "comfy" / "samplers.py").is_file():
-        sys.exit(f"no ComfyUI at {hostlib.COMFYUI} (set COMFYUI_PATH)")
-    if str(hostlib.COMFYUI) not in sys.path:
-        sys.path.append(str(hostlib.COMFYUI))
-    from comfy.cli_args import args
-    args.cpu = cpu
-    import comfy.model_management  # noqa: F401  (after args.cpu)
-    import comfy.utils
-    comfy.utils.PROGRESS_BAR_ENABLED = False
+def rel(a, b):
+    """Relative error of the whole tensor ``a`` against ``b``."""
+    return float(core.rel_rms(a.reshape(1, -1), b.reshape(1, -1)))
 
 
 def gpu_benchmark(reduced=False, families=("sd15", "sdxl", "flux"), steps=8, batch=1):
@@ -627,7 +620,7 @@ def main():
     if args.gpu:
         if not torch.cuda.is_available() and not args.reduced:
             sys.exit("--gpu needs a CUDA GPU (use --reduced to run the same code on CPU)")
-        setup_comfyui(cpu=not torch.cuda.is_available())
+        comfyui_host.use_comfyui(cpu=not torch.cuda.is_available())
         text, size = gpu_benchmark(reduced=args.reduced)
         print(f"## GPU benchmark ({size}; random weights, batch 1, 8 steps, cfg 1)\n\nMachine: {machine()}\n\n"
               + text)
