@@ -9,6 +9,12 @@ types are ComfyUI's own, and checks every workflow (tests/workflow_tools.check_w
 Adding a workflow: write one function `def my_workflow(g):` that opens stages with `with g.stage("…"):` and
 adds nodes with `g.node(...)` (values by input name; a connection is `other_node[slot]`), then list it in
 WORKFLOWS with its file name (the title the template browser shows; the number sets the order).
+
+Each workflow is laid out from the node definitions of the oldest ComfyUI it runs on (REQUIRES; 0.3.64 unless
+listed), so a run writes the workflows of the ComfyUI it runs on and leaves the others as they are: run it once
+with each (0.3.64 for 01-17, 0.30.0 for 18-19). The run on the newer ComfyUI also records that ComfyUI's
+definitions of the stock nodes its workflows use (tests/newer_stock_nodes.json), so the tests can check those
+workflows on a ComfyUI that lacks some of those nodes.
 """
 import contextlib
 import json
@@ -20,8 +26,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import hostlib  # noqa: E402,F401  (finds ComfyUI for server.py)
-from workflow_tools import (CONTROL, IMAGE_NODES, MIN_IMAGE_NODE_HEIGHT, SCREEN, TITLE_HEIGHT, UPLOAD,  # noqa: E402
-                            check_workflow, input_specs, is_widget, widget_slots)
+from workflow_tools import (CONTROL, IMAGE_NODES, MIN_IMAGE_NODE_HEIGHT, NEWER_STOCK, SCREEN,  # noqa: E402
+                            TITLE_HEIGHT, UI_ONLY, UPLOAD, check_workflow, input_specs, is_widget, stock_schema,
+                            widget_slots)
 
 PACK_ID, VERSION = "inversion-suite", "0.1.0"
 EXAMPLE = "inversion_suite_"  # example_inputs/ file prefix (scripts/make_examples.py)
@@ -52,6 +59,28 @@ MODELS = {
     "wan_2.1_vae.safetensors": (
         "vae", "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/vae/"
                "wan_2.1_vae.safetensors"),
+    # Flux.2 Klein 4B (Apache 2.0): the base model (the step-distilled flux-2-klein-4b sits beside it)
+    "flux-2-klein-base-4b.safetensors": (
+        "diffusion_models", "https://huggingface.co/Comfy-Org/Flux-2-Klein-4B/resolve/main/split_files/"
+                            "diffusion_models/flux-2-klein-base-4b.safetensors"),
+    "qwen_3_4b.safetensors": (
+        "text_encoders", "https://huggingface.co/Comfy-Org/Flux-2-Klein-4B/resolve/main/split_files/text_encoders/"
+                         "qwen_3_4b.safetensors"),
+    "flux2-vae.safetensors": (
+        "vae", "https://huggingface.co/Comfy-Org/Flux-2-Klein-4B/resolve/main/split_files/vae/flux2-vae.safetensors"),
+    # HunyuanVideo 1.5, 480p text-to-video, CFG-distilled (one model call per step at cfg 1)
+    "hunyuanvideo1.5_480p_t2v_cfg_distilled_fp16.safetensors": (
+        "diffusion_models", "https://huggingface.co/Comfy-Org/HunyuanVideo_1.5_repackaged/resolve/main/split_files/"
+                            "diffusion_models/hunyuanvideo1.5_480p_t2v_cfg_distilled_fp16.safetensors"),
+    "qwen_2.5_vl_7b_fp8_scaled.safetensors": (
+        "text_encoders", "https://huggingface.co/Comfy-Org/HunyuanVideo_1.5_repackaged/resolve/main/split_files/"
+                         "text_encoders/qwen_2.5_vl_7b_fp8_scaled.safetensors"),
+    "byt5_small_glyphxl_fp16.safetensors": (
+        "text_encoders", "https://huggingface.co/Comfy-Org/HunyuanVideo_1.5_repackaged/resolve/main/split_files/"
+                         "text_encoders/byt5_small_glyphxl_fp16.safetensors"),
+    "hunyuanvideo15_vae_fp16.safetensors": (
+        "vae", "https://huggingface.co/Comfy-Org/HunyuanVideo_1.5_repackaged/resolve/main/split_files/vae/"
+               "hunyuanvideo15_vae_fp16.safetensors"),
 }
 
 # layout (canvas units)
@@ -64,8 +93,9 @@ STAGE_COLOURS = ["#3f789e", "#8A8", "#a1309b", "#b06634", "#88A", "#444"]
 class Graph:
     """Nodes in stages (one group each, laid out as columns left to right), links, and one note."""
 
-    def __init__(self, info):
+    def __init__(self, info, core_version):
         self.info, self.nodes, self.links, self.stages, self.current, self.text = info, [], [], [], None, ""
+        self.core_version = core_version  # the ComfyUI the stock nodes' definitions come from
 
     @contextlib.contextmanager
     def stage(self, title):
@@ -77,6 +107,8 @@ class Graph:
     def node(self, kind, title=None, **values):
         if self.current is None:
             raise RuntimeError(f"{kind}: open a stage first (with g.stage(...))")
+        if kind not in self.info:
+            raise RuntimeError(f"{kind}: ComfyUI {self.core_version} has no such node")
         node_def = self.info[kind]
         nid = len(self.nodes) + 1
         sources = {k: v for k, v in values.items() if isinstance(v, tuple)}
@@ -110,7 +142,7 @@ class Graph:
             height = max(height, NODE_W + 110 if kind in ("LoadImage", "LoadImageMask", "SaveImage")
                          else MIN_IMAGE_NODE_HEIGHT + 20)
         cnr = PACK_ID if kind.startswith("InversionSuite_") else "comfy-core"
-        properties = {"Node name for S&R": kind, "cnr_id": cnr, "ver": VERSION if cnr == PACK_ID else "0.3.64"}
+        properties = {"Node name for S&R": kind, "cnr_id": cnr, "ver": VERSION if cnr == PACK_ID else self.core_version}
         files = [v for v in widgets if isinstance(v, str) and v in MODELS]
         if files:
             properties["models"] = [{"name": f, "url": MODELS[f][1], "directory": MODELS[f][0]} for f in files]
@@ -702,6 +734,87 @@ def masked_edit(g, family):
         g.node("SaveImage", title="Save result", images=pasted[0], filename_prefix=prefix)
 
 
+def bdia_edit_flux2_klein(g):
+    g.note("""
+        ## BDIA exact inversion: edit a photo (Flux.2 Klein, ComfyUI 0.30+)
+        1. **Load** Flux.2 Klein 4B (the base model), its Qwen3 4B text encoder and the Flux.2 VAE; the photo is
+           VAE-encoded to a LATENT.
+        2. **Invert exactly**: BDIA Invert runs the sampler backwards with the *source* prompt over the last 80 % of
+           Flux.2's own schedule (Flux2Scheduler → Split Sigmas Denoise), one model call per step and prompt.
+        3. **Regenerate** with the *edited* prompt on the same sigmas, method and γ. With the source prompt the
+           photo comes back to float precision; with the edited prompt the edit is applied.
+
+        Flux2Scheduler's width and height shape the schedule: set them to your photo's size. With the step-distilled
+        flux-2-klein-4b instead, use its own settings (cfg 1, 4–8 steps).""")
+    with g.stage("1 · Load models and photo"):
+        model = g.node("UNETLoader", unet_name="flux-2-klein-base-4b.safetensors", weight_dtype="default")[0]
+        clip = g.node("CLIPLoader", clip_name="qwen_3_4b.safetensors", type="flux2")[0]
+        vae = g.node("VAELoader", vae_name="flux2-vae.safetensors")[0]
+        latent = encode_image(g, vae, "portrait.png", "portrait")
+    with g.stage("2 · Prompts"):
+        neg = g.node("CLIPTextEncode", title="Negative prompt", text="", clip=clip)
+        src = g.node("CLIPTextEncode", title="Source prompt (describes the photo)",
+                     text="a portrait of a man with brown hair", clip=clip)
+        edit = g.node("CLIPTextEncode", title="Edited prompt", text="a portrait of a man with red hair", clip=clip)
+        src_guider = g.node("CFGGuider", model=model, positive=src[0], negative=neg[0], cfg=4.0)
+        edit_guider = g.node("CFGGuider", model=model, positive=edit[0], negative=neg[0], cfg=4.0)
+    with g.stage("3 · Invert exactly"):
+        schedule = g.node("Flux2Scheduler", title="Flux2Scheduler (width, height = the photo's)", steps=50, width=512,
+                          height=512)
+        sigmas = g.node("SplitSigmasDenoise", title="Last 80 % of the schedule", sigmas=schedule[0], denoise=0.8)
+        inv = g.node("InversionSuite_BDIAInvert", model=model, guider=src_guider[0], latent=latent, sigmas=sigmas[1],
+                     method="bdia", gamma=0.96)
+    with g.stage("4 · Regenerate with the edit"):
+        sampler = g.node("InversionSuite_BDIASampler", method="bdia", gamma=0.96, inversion=inv[1])
+        out = g.node("SamplerCustomAdvanced", noise=inv[0], guider=edit_guider[0], sampler=sampler[0],
+                     sigmas=sigmas[1], latent_image=latent)
+    with g.stage("5 · Decode and save"):
+        decode_and_save(g, vae, out[0], "inversion_suite/bdia_flux2_klein_edit")
+
+
+def bdia_video_hunyuan15(g):
+    g.note("""
+        ## BDIA exact inversion: edit a video (HunyuanVideo 1.5, ComfyUI 0.30+)
+        1. **Load**: Load Image reads every frame of the animated PNG (17 frames, 4k + 1 as the VAE needs) and the
+           HunyuanVideo 1.5 VAE encodes them as one video LATENT (5 latent frames, 16× smaller in width and height).
+        2. **Invert exactly**: BDIA Invert runs the sampler backwards with the source prompt, one model call per
+           step; with that prompt the clip comes back to float precision.
+        3. **Regenerate** with the edited prompt on the same sigmas, method and γ; the motion of the clip is kept.
+        4. **Decode** the frames and save them as an animated WEBP (24 fps).
+
+        The 480p text-to-video model here is CFG-distilled: cfg 1, one model call per step (the negative prompt is
+        then unused). With the plain hunyuanvideo1.5_480p_t2v_fp16 set both guiders' cfg to 6.""")
+    with g.stage("1 · Load models and clip"):
+        model = g.node("UNETLoader", unet_name="hunyuanvideo1.5_480p_t2v_cfg_distilled_fp16.safetensors",
+                       weight_dtype="default")[0]
+        clip = g.node("DualCLIPLoader", clip_name1="qwen_2.5_vl_7b_fp8_scaled.safetensors",
+                      clip_name2="byt5_small_glyphxl_fp16.safetensors", type="hunyuan_video_15")[0]
+        vae = g.node("VAELoader", vae_name="hunyuanvideo15_vae_fp16.safetensors")[0]
+        latent = encode_image(g, vae, "clip.png", "clip (17 frames)")
+    with g.stage("2 · Prompts"):
+        neg = g.node("CLIPTextEncode", title="Negative prompt", text="blurry, static, distorted, low quality",
+                     clip=clip)
+        src = g.node("CLIPTextEncode", title="Source prompt (describes the clip)",
+                     text="a red car driving along a road past a tree on a sunny day, cartoon style", clip=clip)
+        edit = g.node("CLIPTextEncode", title="Edited prompt",
+                      text="a red car driving along a road past a tree on a snowy winter day, cartoon style",
+                      clip=clip)
+        src_guider = g.node("CFGGuider", model=model, positive=src[0], negative=neg[0], cfg=1.0)
+        edit_guider = g.node("CFGGuider", model=model, positive=edit[0], negative=neg[0], cfg=1.0)
+    with g.stage("3 · Invert exactly"):
+        sigmas = g.node("BasicScheduler", model=model, scheduler="simple", steps=30, denoise=0.8)
+        inv = g.node("InversionSuite_BDIAInvert", model=model, guider=src_guider[0], latent=latent,
+                     sigmas=sigmas[0], method="bdia", gamma=0.96)
+    with g.stage("4 · Regenerate with the edit"):
+        sampler = g.node("InversionSuite_BDIASampler", method="bdia", gamma=0.96, inversion=inv[1])
+        out = g.node("SamplerCustomAdvanced", noise=inv[0], guider=edit_guider[0], sampler=sampler[0],
+                     sigmas=sigmas[0], latent_image=latent)
+    with g.stage("5 · Decode and save the video"):
+        frames = g.node("VAEDecode", samples=out[0], vae=vae)
+        g.node("SaveAnimatedWEBP", title="Save video", images=frames[0],
+               filename_prefix="inversion_suite/bdia_hunyuan_video15_edit", fps=24.0, lossless=False, quality=90)
+
+
 # File name = the title the template browser shows; the number sets the order.
 WORKFLOWS = {
     "01 Fixed-Point Invert - photo edit (SD1.5)": fixed_point_sd15,
@@ -721,7 +834,15 @@ WORKFLOWS = {
     "15 BDIA - exact video inversion edit (Wan 2.1)": bdia_video_wan21,
     "16 Attention Edit - masked edit, background kept exactly (SD1.5)": lambda g: masked_edit(g, "SD1.5"),
     "17 Attention Edit - masked edit, background kept exactly (Flux)": lambda g: masked_edit(g, "Flux"),
+    "18 BDIA - exact inversion edit (Flux.2 Klein)": bdia_edit_flux2_klein,
+    "19 BDIA - exact video inversion edit (HunyuanVideo 1.5)": bdia_video_hunyuan15,
 }
+# The oldest ComfyUI each workflow runs on, whose node definitions it is laid out from (the rest: OLDEST). 18 and 19
+# need 0.30's model classes (Flux2, HunyuanVideo15) and nodes (Flux2Scheduler, the flux2 and hunyuan_video_15 text
+# encoder types).
+OLDEST = "0.3.64"
+REQUIRES = {"18 BDIA - exact inversion edit (Flux.2 Klein)": "0.30.0",
+            "19 BDIA - exact video inversion edit (HunyuanVideo 1.5)": "0.30.0"}
 
 
 def thumbnail(workflow, title, path, size=(640, 400)):
@@ -773,15 +894,21 @@ def main():
     s = server.Server()
     try:
         info = s.get("/object_info")
+        version = s.get("/system_stats")["system"]["comfyui_version"]
     finally:
         s.stop()
     out = ROOT / "workflows"
     out.mkdir(exist_ok=True)
+    mine = [name for name in WORKFLOWS if REQUIRES.get(name, OLDEST) == version]
+    if not mine:
+        raise SystemExit(f"ComfyUI {version}: no workflow is laid out from this version; run with COMFYUI_PATH set "
+                         f"to ComfyUI {' or '.join(sorted({OLDEST, *REQUIRES.values()}))}")
     for old in list(out.glob("*.json")) + list(out.glob("*.jpg")):
-        old.unlink()
-    for name, build in WORKFLOWS.items():
-        g = Graph(info)
-        build(g)
+        if old.stem not in WORKFLOWS or old.stem in mine:
+            old.unlink()
+    for name in mine:
+        g = Graph(info, version)
+        WORKFLOWS[name](g)
         workflow = g.workflow()
         problems = check_workflow(workflow, info)
         if problems:
@@ -790,6 +917,18 @@ def main():
         thumbnail(workflow, name, out / f"{name}.jpg")
         print(f"wrote workflows/{name}.json and .jpg ({len(workflow['nodes'])} nodes, zoom "
               f"{workflow['extra']['ds']['scale']})")
+    newer = sorted(name for name in mine if name in REQUIRES)
+    if newer:  # the stock nodes these use, as this ComfyUI declares them (the tests check them on older hosts)
+        kinds = sorted({n["type"] for name in newer for n in json.loads((out / f"{name}.json").read_text())["nodes"]
+                        if n["type"] not in UI_ONLY and not n["type"].startswith("InversionSuite_")})
+        NEWER_STOCK.write_text(json.dumps({"comfyui": version, "workflows": newer,
+                                           "nodes": {k: stock_schema(info[k]) for k in kinds}}, indent=1) + "\n")
+        print(f"wrote {NEWER_STOCK.relative_to(ROOT)} ({len(kinds)} stock nodes of ComfyUI {version})")
+    others = [name for name in WORKFLOWS if name not in mine]
+    if others:
+        print(f"left as they are ({len(others)}, laid out from ComfyUI "
+              f"{', '.join(sorted({REQUIRES.get(n, OLDEST) for n in others}))}: run again with that COMFYUI_PATH): "
+              + "; ".join(n[:2] for n in others))
 
 
 if __name__ == "__main__":

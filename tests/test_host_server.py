@@ -1,6 +1,8 @@
 """Host tier, server level: a headless ComfyUI (main.py --cpu) loads the pack; every node registers with
 tooltips and descriptions; every bundled workflow is consistent with the registered nodes and runs end to end
-through POST /prompt with tiny stand-in models."""
+through POST /prompt with tiny stand-in models. A workflow for a family only a newer ComfyUI has (18, 19: ComfyUI
+0.30) is checked on an older host against that ComfyUI's recorded stock nodes and the pack's registered ones, and
+the older server refuses it before running anything, naming a stock node or value it lacks."""
 import json
 import pathlib
 
@@ -10,10 +12,12 @@ import hostlib
 
 hostlib.require_comfyui()
 
-from workflow_tools import CONTROL, EXAMPLE_INPUTS, check_workflow, provided_inputs, to_api, widget_slots, with_tiny_models  # noqa: E402,E501
+from workflow_tools import (CONTROL, EXAMPLE_INPUTS, MODEL_FILES, UI_ONLY, check_workflow, newer_stock,  # noqa: E402
+                            prompt_family, provided_inputs, stock_schema, to_api, widget_slots, with_tiny_models)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
+NEWER = newer_stock()  # the workflows that need a newer ComfyUI, and its stock nodes they use
 NODE_IDS = ["InversionSuite_FixedPointInvert", "InversionSuite_FixedPointInversionSampler",
             "InversionSuite_BDIASampler", "InversionSuite_BDIAInvert", "InversionSuite_OscillationInvert",
             "InversionSuite_GroupInversion", "InversionSuite_PostInversionOptimize", "InversionSuite_FineTuneInversion",
@@ -24,6 +28,27 @@ NODE_IDS = ["InversionSuite_FixedPointInvert", "InversionSuite_FixedPointInversi
 @pytest.fixture(scope="module")
 def object_info(server):
     return server.get("/object_info")
+
+
+@pytest.fixture(scope="module")
+def comfyui_version(server):
+    return server.get("/system_stats")["system"]["comfyui_version"]
+
+
+def node_types(workflow):
+    return {n["type"] for n in workflow["nodes"]} - UI_ONLY
+
+
+def runs_here(workflow, object_info):
+    """Whether this ComfyUI has every node the workflow uses and the model class of the family it is for."""
+    if not node_types(workflow) <= set(object_info):
+        return False
+    return hostlib.on_host(prompt_family(to_api(workflow, object_info)))
+
+
+def as_on_newer_host(object_info):
+    """Node definitions as the newer ComfyUI declares its stock nodes (recorded), the pack's as registered here."""
+    return {**object_info, **NEWER["nodes"]}
 
 
 def test_pack_imports_cleanly(server, object_info):
@@ -63,7 +88,7 @@ def test_every_node_and_family_has_a_workflow(object_info):
         used |= {n["type"] for n in workflow["nodes"]}
         families.add(w.stem.rsplit("(", 1)[-1].rstrip(")"))
     assert set(NODE_IDS) <= used, set(NODE_IDS) - used
-    assert {"SD1.5", "SD3.5", "Flux", "Wan 2.1"} <= families
+    assert {"SD1.5", "SD3.5", "Flux", "Wan 2.1", "Flux.2 Klein", "HunyuanVideo 1.5"} <= families
 
 
 def test_server_copies_the_example_inputs_without_overwriting(server, tmp_path):
@@ -85,14 +110,58 @@ def test_seed_inputs_declare_their_control(object_info):
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[w.stem for w in WORKFLOWS])
-def test_workflow_is_consistent_with_registered_nodes(object_info, path):
+def test_workflow_is_consistent_with_registered_nodes(object_info, comfyui_version, path):
+    """As the frontend loads it, against this ComfyUI's nodes. A workflow that needs a newer ComfyUI: its stock nodes
+    are the recorded ones of that ComfyUI (still what it declares, where this host is that ComfyUI), and on an older
+    host the stock nodes it lacks are those, the pack's nodes (widget values included) checked as registered here."""
     workflow = json.loads(path.read_text())
-    assert check_workflow(workflow, object_info) == []
+    if path.stem not in NEWER["workflows"]:
+        assert check_workflow(workflow, object_info) == []
+        return
+    stock = {k for k in node_types(workflow) if not k.startswith("InversionSuite_")}
+    assert stock <= set(NEWER["nodes"]) and not any(k.startswith("InversionSuite_") for k in NEWER["nodes"])
+    if comfyui_version == NEWER["comfyui"]:
+        assert {k: stock_schema(object_info[k]) for k in stock} == {k: NEWER["nodes"][k] for k in stock}
+    if runs_here(workflow, object_info):
+        assert check_workflow(workflow, object_info) == []
+    else:
+        assert node_types(workflow) - set(object_info) <= stock  # only stock nodes are missing here, never the pack's
+        assert check_workflow(workflow, as_on_newer_host(object_info)) == []
+
+
+def refused_before_running(server, object_info, workflow):
+    """On a ComfyUI without the workflow's family: POST /prompt of the workflow as it is (no stand-ins) is refused
+    (400) naming a stock node or a stock value this ComfyUI lacks; no node of the pack is named."""
+    prompt = to_api(workflow, as_on_newer_host(object_info))
+    status, body = server.post("/prompt", {"prompt": prompt})
+    assert status == 400, body
+    missing = {v["class_type"] for v in prompt.values()} - set(object_info)
+    if missing:  # ComfyUI stops at the first node it does not have
+        assert body["error"]["type"] == "invalid_prompt" and any(f"node {m} does not" in body["error"]["message"]
+                                                                 for m in missing), body
+        return
+    errors = body["node_errors"]
+    assert errors and not [k for k in errors if prompt[k]["class_type"].startswith("InversionSuite_")], errors
+    newer_values = [(prompt[k]["class_type"], e["extra_info"]["input_name"], e["extra_info"]["received_value"])
+                    for k, v in errors.items() for e in v["errors"] if e["type"] == "value_not_in_list"
+                    and not str(e["extra_info"]["received_value"]).endswith(MODEL_FILES)]
+    assert newer_values, errors  # refused for a value of the newer ComfyUI, not only for model files absent here
+    for kind, name, value in newer_values:
+        spec = NEWER["nodes"][kind]["input"]
+        options = {**spec.get("required", {}), **spec.get("optional", {})}[name]
+        assert value in (options[0] if isinstance(options[0], list) else options[1]["options"])
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[w.stem for w in WORKFLOWS])
 def test_workflow_runs_end_to_end_with_tiny_models(server, object_info, path):
-    prompt = with_tiny_models(to_api(json.loads(path.read_text()), object_info))
+    """With tiny stand-ins of its family; on a ComfyUI that lacks the family (a newer ComfyUI's workflow on an older
+    host), the server refuses it before running anything."""
+    workflow = json.loads(path.read_text())
+    if not runs_here(workflow, object_info):
+        assert path.stem in NEWER["workflows"], f"{path.stem} does not run on this ComfyUI"
+        refused_before_running(server, object_info, workflow)
+        return
+    prompt = with_tiny_models(to_api(workflow, object_info))
     status, result = server.run_prompt(prompt)
     assert status == 200, result
     assert result["status"]["status_str"] == "success", json.dumps(result["status"])[-2000:]
@@ -161,6 +230,38 @@ def test_checker_catches_what_the_frontend_would_meet(object_info):
     assert "'example.png' is not shipped" in problems(unshipped_image)
     assert "has no download URL" in problems(no_url)
     assert "overlap" in problems(overlap)
+
+
+def test_newer_host_workflows_are_checked_on_every_host(object_info):
+    """What the checks of a newer ComfyUI's workflow catch also where that ComfyUI's stock nodes are the recorded ones:
+    a pack widget out of its range, a stock value or node that ComfyUI does not have."""
+    workflow = _workflow("18 ")
+    assert path_stem("18 ") in NEWER["workflows"] and "Flux2Scheduler" in NEWER["nodes"]
+    info = as_on_newer_host(object_info)
+    assert check_workflow(workflow, info) == []
+
+    def problems(edit):
+        changed = json.loads(json.dumps(workflow))
+        edit(changed)
+        return " | ".join(check_workflow(changed, info))
+
+    def gamma_out_of_range(w):
+        values = _node(w, "InversionSuite_BDIAInvert")["widgets_values"]
+        values[values.index(0.96)] = 1.5
+
+    def unknown_text_encoder_type(w):
+        _node(w, "CLIPLoader")["widgets_values"][1] = "no_such_type"
+
+    def unknown_scheduler(w):
+        _node(w, "Flux2Scheduler")["type"] = "Flux3Scheduler"
+
+    assert "widget gamma=1.5 does not fit" in problems(gamma_out_of_range)
+    assert "type='no_such_type' does not fit" in problems(unknown_text_encoder_type)
+    assert "unknown type Flux3Scheduler" in problems(unknown_scheduler)
+
+
+def path_stem(prefix):
+    return next(w.stem for w in WORKFLOWS if w.stem.startswith(prefix))
 
 
 def test_checker_catches_a_mistyped_link(object_info):

@@ -1,11 +1,16 @@
 """UI-format workflow helpers shared by the workflow builder and the server tests: which inputs are widgets (as
 the frontend lays them out), consistency checks against /object_info, and conversion to an API prompt with tiny
 stand-in models."""
+import json
 import pathlib
 import zlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLE_INPUTS = ROOT / "example_inputs"
+# The workflows that need a newer ComfyUI than the oldest host, with that ComfyUI's definitions of the stock nodes they
+# use (written by scripts/build_workflows.py on it): an older host checks them against these.
+NEWER_STOCK = ROOT / "tests" / "newer_stock_nodes.json"
+SCHEMA_KEYS = ("input", "input_order", "output", "output_name", "output_node")
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 MODEL_FILES = (".safetensors", ".ckpt", ".pt", ".pth", ".sft", ".gguf")
 UI_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
@@ -34,6 +39,28 @@ def input_specs(node_def):
                 kind, options = "COMBO", {**options, "options": kind}
             out.append((name, kind, options, group == "optional"))
     return out
+
+
+def stock_schema(node_def):
+    """The part of a node definition the checks read (inputs, their order, outputs), with upload lists (the files in
+    the input folder) left empty: as JSON, to compare with a recorded one."""
+    out = json.loads(json.dumps({k: node_def.get(k) for k in SCHEMA_KEYS}))
+    for group in ("required", "optional"):
+        for spec in (out["input"] or {}).get(group, {}).values():
+            options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+            if options.get("image_upload"):
+                if isinstance(spec[0], list):
+                    spec[0] = []
+                else:
+                    options["options"] = []
+    return out
+
+
+def newer_stock():
+    """{comfyui: version, workflows: [names], nodes: {type: stock_schema}} of NEWER_STOCK (empty without it)."""
+    if not NEWER_STOCK.is_file():
+        return {"comfyui": None, "workflows": [], "nodes": {}}
+    return json.loads(NEWER_STOCK.read_text())
 
 
 def is_widget(kind, options):
@@ -234,13 +261,16 @@ CHEAP = {"BasicScheduler": {"steps": 3}, "InversionSuite_FixedPointInvert": {"ma
          "InversionSuite_OscillationInvert": {"iterations": 8, "burn_in": 2},
          "InversionSuite_GroupInversion": {"iterations": 8, "burn_in": 2},
          "InversionSuite_PostInversionOptimize": {"steps": 2, "rounds": 2},
-         "InversionSuite_FineTuneInversion": {"steps": 3}}
+         "InversionSuite_FineTuneInversion": {"steps": 3}, "Flux2Scheduler": {"steps": 3}}
+# Diffusion-model file names (a part of them) → the tiny family that stands in for them; any other UNETLoader: Flux
+UNET_FAMILIES = {"wan2.1": "wan21", "flux-2-klein": "flux2_klein", "hunyuanvideo1.5": "hunyuan_video15"}
 
 
 def prompt_family(prompt):
     for node in prompt.values():
         if node["class_type"] == "UNETLoader":
-            return "wan21" if "wan2.1" in node["inputs"].get("unet_name", "").lower() else "flux"
+            name = node["inputs"].get("unet_name", "").lower()
+            return next((family for part, family in UNET_FAMILIES.items() if part in name), "flux")
         if node["class_type"] == "CheckpointLoaderSimple" and "sd3" in node["inputs"].get("ckpt_name", "").lower():
             return "sd3"
     return "sd15"

@@ -11,8 +11,12 @@ from comfy_api.v0_0_2 import ComfyExtension, io
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 import hostlib  # noqa: E402
+from workflow_tools import UNET_FAMILIES  # noqa: E402
 
-FAMILY = lambda: io.Combo.Input("family", options=hostlib.FAMILIES + ["wan21"], tooltip="Tiny model family.")  # noqa: E731
+# The families the bundled workflows stand in for; those of a newer ComfyUI where this one has their model class
+FAMILY_OPTIONS = hostlib.FAMILIES + [f for f in dict.fromkeys(UNET_FAMILIES.values())
+                                     if f not in hostlib.NEWER_FAMILIES or hostlib.on_host(f)]
+FAMILY = lambda: io.Combo.Input("family", options=FAMILY_OPTIONS, tooltip="Tiny model family.")  # noqa: E731
 
 
 class TinyModel(io.ComfyNode):
