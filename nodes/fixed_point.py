@@ -7,7 +7,7 @@ from .common import (CATEGORY, check_samples, check_sigmas, conditioning_inputs,
 from .host import BATCH_ROWS, CoreSampler, io, open_model, seed_input
 from .plot import convergence_chart, report_ui
 
-CRITERIA = ("intra-path", "inter-path")
+CRITERIA = ("inter-path", "intra-path")  # the COMBO order of the schema since the first release
 WARM_STARTS = ("predicted", "previous D", "none")  # "none": the solver before warm starts, bit for bit
 MAX_ITERATIONS, TOLERANCE = 10, 1e-4  # node defaults, chosen by evaluations per image (README)
 
