@@ -20,7 +20,6 @@ enter_venv() {
   fi
   . "$venv/bin/activate"
   want=$(cat requirements-dev.txt ${host:+"$host/requirements.txt"} | sha1sum | cut -c1-12)
-  want="$want ${EXTRA_PACKAGES:-}"
   stamp="$VIRTUAL_ENV/.inversion-suite-installed"
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     if [ -n "$host" ]; then
@@ -32,9 +31,12 @@ enter_venv() {
       echo "venv: installing a CPU torch (torch==2.13.0; core tier only)"
       pip install -q --disable-pip-version-check "torch==2.13.0" || pip install -q --disable-pip-version-check torch
     fi
-    echo "venv: installing the test tools (requirements-dev.txt${EXTRA_PACKAGES:+ and $EXTRA_PACKAGES})"
-    pip install -q --disable-pip-version-check -r requirements-dev.txt ${EXTRA_PACKAGES:-}
+    echo "venv: installing the test tools (requirements-dev.txt)"
+    pip install -q --disable-pip-version-check -r requirements-dev.txt
     echo "$want" > "$stamp"
   fi
+  for extra in ${EXTRA_PACKAGES:-}; do  # optional extras (the demo's matplotlib), installed once where missing
+    python -c "import $extra" 2>/dev/null || { echo "venv: installing $extra"; pip install -q --disable-pip-version-check "$extra"; }
+  done
   echo "venv: $venv: $(python -c 'import torch, sys; print(f"python {sys.version.split()[0]}, torch {torch.__version__}")')"
 }
