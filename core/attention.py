@@ -139,13 +139,18 @@ def find_tokens(ids, word_ids):
     return [i + j for i in range(len(ids) - w + 1) if list(ids[i:i + w]) == list(word_ids) for j in range(w)]
 
 
-def replace_tokens(x, source, start, dim):
-    """Rows ``start:`` of ``x`` along the token dimension ``dim`` replaced by ``source`` (which holds exactly
-    those rows): RF-Edit's ``V*_img = V_src,img`` and KV-Edit's ``K*_img = K_src,img`` with the text tokens
-    (rows before ``start``) kept from the edit."""
-    if source.shape[dim] != x.shape[dim] - start:
-        raise ValueError(f"source holds {source.shape[dim]} tokens, the target {x.shape[dim] - start}")
-    return torch.cat([x.narrow(dim, 0, start), source.to(x)], dim=dim)
+def replace_tokens(x, source, start, dim, count=None):
+    """Rows ``start : start + count`` of ``x`` along the token dimension ``dim`` (``count`` None: to the end) replaced
+    by ``source``, which holds exactly those rows: RF-Edit's ``V*_img = V_src,img`` and KV-Edit's ``K*_img = K_src,img``
+    with the other tokens (text before or after the image, in whatever order the model joins them) kept from the
+    edit."""
+    count = x.shape[dim] - start if count is None else count
+    if start < 0 or count < 0 or start + count > x.shape[dim]:
+        raise ValueError(f"rows {start}:{start + count} do not fit {x.shape[dim]} tokens")
+    if source.shape[dim] != count:
+        raise ValueError(f"source holds {source.shape[dim]} tokens, the target {count}")
+    tail = x.shape[dim] - start - count
+    return torch.cat([x.narrow(dim, 0, start), source.to(x), x.narrow(dim, start + count, tail)], dim=dim)
 
 
 def local_blend_mask(maps, positions, size, threshold=0.3):

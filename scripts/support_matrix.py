@@ -38,7 +38,7 @@ REFUSED = {"lotus": "Lotus (x0 prediction)", "img_to_img_flow": "ComfyUI 0.38 IM
            "stable_cascade": "Stable Cascade stages",
            "wan21_flowrvs": "Wan 2.1 FlowRVS (real IMG_TO_IMG_FLOW, ComfyUI 0.30+)"}
 THRESHOLDS = "round trips ≤ 1e-2 (fixed point) and ≤ 1e-4 (BDIA, O-BELM) relative; gradients within 2e-2 of a " \
-             "central difference"
+             "central difference; attention edits within 1e-5 of the plain regeneration"
 
 
 def _cell(row, key, fmt):
@@ -78,7 +78,7 @@ def render(datas):
     hosts = [d.get("comfyui", "?") for d in datas]
     head = ("| Family | Sampling (frame) | Latent | Fixed-Point Invert | BDIA / O-BELM Invert + Sampler | "
             "Oscillation / Group Inversion | Post-Inversion Optimize | Gradients | Fine-Tune Inversion | "
-            + " | ".join(f"ComfyUI {h}" for h in hosts) + " |")
+            "Attention Edit | " + " | ".join(f"ComfyUI {h}" for h in hosts) + " |")
     lines = [head, "|" + "---|" * (head.count(" | ") + 1)]
     for key, name in FAMILIES.items():
         per_host = [d["families"].get(key, {}) for d in datas]
@@ -99,7 +99,7 @@ def render(datas):
             + _cell(row, "bdia_cfg", _err) + ")",
             _cell(row, "oscillation", str) + " / " + _cell(row, "group", str),
             optimize, _cell(row, "gradient", _err),
-            _cell(row, "fine_tune", lambda v: f"{v} q/k layers"),
+            _cell(row, "fine_tune", lambda v: f"{v} q/k layers"), _cell(row, "attention_edit", _err),
         ] + [_host_cell(r) for r in per_host]) + " |")
     refused = []
     for key, label in REFUSED.items():
@@ -111,16 +111,19 @@ def render(datas):
             f"classes ({', '.join(hosts)}; 8×8 latents, 2 frames for video; PixArt 48×48; pixel-space families "
             f"16×16 pixels, HiDream-O1 64×64), through stock "
             f"SamplerCustomAdvanced. Numbers (from ComfyUI {hosts[0]}) are relative round-trip errors, the period "
-            f"found, the loss ratio after 6 optimisation steps, and the relative gap between autograd and a central "
-            f"difference; ✓ means within the test's threshold on every host ({THRESHOLDS}), — not measured. A host "
-            f"column says whether every cell passed on that ComfyUI.", ""] + lines
+            f"found, the loss ratio after 6 optimisation steps, the relative gap between autograd and a central "
+            f"difference, and how far a same-prompt attention edit with full injection lands from the plain "
+            f"regeneration (— (masked edit only): the family keeps the masked edit alone); ✓ means within the "
+            f"test's threshold on every host ({THRESHOLDS}), — not measured. A host column says whether every cell "
+            f"passed on that ComfyUI.", ""] + lines
     if refused:
         text += ["", "Refused by every node on every host that has them, with a ValueError naming the node, the input "
                      "`model` and the model sampling type:"] + refused
     return "\n".join(text) + "\n"
 
 
-COLUMNS = ("fixed_point", "bdia", "o-belm", "bdia_cfg", "oscillation", "group", "optimize", "gradient", "fine_tune")
+COLUMNS = ("fixed_point", "bdia", "o-belm", "bdia_cfg", "oscillation", "group", "optimize", "gradient", "fine_tune",
+           "attention_edit")
 
 
 def failed(data):

@@ -82,6 +82,14 @@ def test_replace_tokens_keeps_text_rows_and_takes_image_rows(dim):
     assert torch.equal(out.narrow(dim, 0, 3), x.narrow(dim, 0, 3)) and torch.equal(out.narrow(dim, 3, 4), image)
     with pytest.raises(ValueError, match="source holds 4 tokens, the target 5"):
         A.replace_tokens(x, image, 2, dim)
+    # image first ([img; txt]: HiDream, Mochi, Lens, JoyImage) or between text and reference tokens
+    out = A.replace_tokens(x, image, 0, dim, count=4)
+    assert torch.equal(out.narrow(dim, 0, 4), image) and torch.equal(out.narrow(dim, 4, 3), x.narrow(dim, 4, 3))
+    out = A.replace_tokens(x, image, 1, dim, count=4)
+    assert torch.equal(out.narrow(dim, 1, 4), image) and torch.equal(out.narrow(dim, 0, 1), x.narrow(dim, 0, 1))
+    assert torch.equal(out.narrow(dim, 5, 2), x.narrow(dim, 5, 2))
+    with pytest.raises(ValueError, match="rows 5:9 do not fit 7 tokens"):
+        A.replace_tokens(x, image, 5, dim, count=4)
 
 
 def test_local_blend_mask_follows_the_attended_region():

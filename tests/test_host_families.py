@@ -251,6 +251,34 @@ def test_fine_tune_inversion(family, model):
     assert torch.equal(one_step(model, family, x, sigma), before)
 
 
+def test_attention_edit(family, model):
+    """Attention Edit: recorded during BDIA Invert, injected in full (every layer and step: UNet maps, DiT image values
+    and keys) with the source prompt, the regeneration is the plain one (≤ 1e-5); a family whose attention the pack
+    does not reach keeps the masked edit (the cell says why). tests/test_host_attention*.py test the rest."""
+    from inversion_suite.nodes.attention import AttentionEditInject, AttentionEditRecord
+    from inversion_suite.nodes.attention.layers import classify
+    arch, _, reason = classify(model)
+    if arch == "latent":
+        why = "no hook reaches its attention" if "transformer_options" in reason else "token layout not placed"
+        record(family, "attention_edit", f"masked edit only: {why}", na=True)
+        return
+    lat, sigmas = latent(family), hostlib.sigmas(model, 4)
+    with torch.inference_mode():
+        record_model, store, _ = AttentionEditRecord.execute(model=model, blocks="all", steps=1.0, cross_attention=True,
+                                                             self_attention=True, keys=True, storage="auto").args
+        noise, inversion, _, _ = BDIAInvert.execute(model=record_model, latent=lat, sigmas=sigmas, method="bdia",
+                                                    gamma=0.96, guider=hostlib.guider(record_model, family)).args
+        sampler = BDIASampler.execute(method="bdia", gamma=0.96, inversion=inversion).args[0]
+        plain = hostlib.stock_sample(noise, hostlib.guider(model, family), sampler, sigmas, hostlib.empty_like(lat))
+        edit_model = AttentionEditInject.execute(model=model, record=store, blocks="all", self_steps=1.0,
+                                                 cross_steps=1.0, cross_mode="word swap",
+                                                 inject_keys=arch == "dit").args[0]
+        out = hostlib.stock_sample(noise, hostlib.guider(edit_model, family), sampler, sigmas, hostlib.empty_like(lat))
+    err = rel(out, plain)
+    print(f"{family}: attention edit, same prompt with full injection vs plain regeneration {err:.1e}")
+    assert record(family, "attention_edit", err, err <= 1e-5 and store.data)
+
+
 # ---------------------------------------------------------------- the model sampling, by behaviour
 def _patched(model, sampling):
     patched = model.clone()

@@ -7,13 +7,16 @@ so that the edited regeneration uses it. The hooks, all on clones, never on the 
 * UNets (SD1.x/SDXL): ``patches_replace["attn1"/"attn2"]`` per transformer layer. attn1: the source's q, k
   (self-attention maps, P2P §3.2 / Plug-and-Play). attn2: the source's cross-attention probabilities (P2P word
   swap, refinement, reweighting).
-* Flow DiTs (Flux, SD3): ``transformer_options["optimized_attention_override"]`` chained with any override
-  already installed (declining calls go to the previous override or to ComfyUI's attention function), plus a
-  ``patches_replace["dit"]`` per chosen block that stamps block kind, index and text length into a copy of
-  ``transformer_options`` (Flux and SD3 do not stamp them on 0.3.64). Token order is ``[txt; img]``; the
-  image rows of V (and K) are recorded and injected (RF-Edit / KV-Edit). The override sees post-RoPE q, k;
-  record and inject use the same positions, so that is the same injection as the pre-RoPE ``attn1_patch``
-  of 0.38, and it is one mechanism on both versions.
+* DiTs (SD3, Flux, Flux.2, Chroma, Qwen-Image, HiDream, Lumina 2 / Z-Image, Wan, HunyuanVideo, LTX-Video,
+  Kandinsky 5, Cosmos, … : ``families.LAYOUTS``): ``transformer_options["optimized_attention_override"]`` chained with
+  any override already installed (declining calls go to the previous override or to ComfyUI's attention function).
+  The override learns which block a call belongs to from a ``patches_replace["dit"]`` stamp per block (block, image
+  rows: the text stream's length for [txt; img], the image stream's for [img; txt]), from the call's place in the
+  model call where a family has no block replace point (HiDream, Lumina 2 / Z-Image, Cosmos, CogVideoX), or from the
+  block ComfyUI stamps itself (Kandinsky 5, Krea 2). The image rows of V (and K) are recorded and injected (RF-Edit /
+  KV-Edit). The override sees post-RoPE q, k; record and inject use the same positions, so that is the same injection
+  as the pre-RoPE ``attn1_patch`` of 0.38, and it is one mechanism on every version. Families whose attention calls
+  pass no transformer_options (PixArt-Σ, HunyuanDiT, Ernie-Image) stay out of reach: no ComfyUI class is patched.
 
 The mathematics is in ``..core.attention``. What is stored is keyed by (layer, step), where a step is the
 position of σ in the descending schedule: the inversion's ascending run and the regeneration agree on it.

@@ -10,8 +10,9 @@ import torch
 from ...core import attention as A
 from ...core import mask as M
 from ..common import fail
-from .constants import CONFIG, INJECT, RECORD, STAMP, TEXT_LENGTH, WRAPPER
-from .layers import architecture
+from .constants import CONFIG, FORWARD, IMAGE_LENGTH, INJECT, RECORD, STAMP, TEXT_LENGTH, WRAPPER
+from .families import IMAGE_FIRST, IMAGE_ONLY, TEXT_FIRST
+from .layers import dit_layout, layer_name
 from .record import CallState
 
 
@@ -107,28 +108,53 @@ def layer_size(extra, tokens, latent_size):
     return h, w
 
 
-# ---------------------------------------------------------------- DiT hooks (override + block stamps)
+# ---------------------------------------------------------------- DiT hooks (override + block placement)
 class BlockStamp:
-    def __init__(self, kind, index, text):
-        self.layer, self.text, self.calls = (kind, index), text, 0
+    """A DiT block being run: its layer, the rows of its image tokens (``count`` None: to the end) and which of its
+    attention calls is the image attention."""
+
+    def __init__(self, layer, start, count, call):
+        self.layer, self.start, self.count, self.call, self.calls = layer, start, count, call, 0
 
 
-def dit_stamp(kind, index, previous):
-    """A patches_replace['dit'] entry that stamps the block into a copy of transformer_options, then runs
-    the previous replacement or the original block."""
+def fail_layout(options, why):
+    config = options[CONFIG]
+    fail(config.node or RECORD, "model", f"cannot place this model call's image tokens: {why} (the "
+                                         f"{config.layout.family} layout Attention Edit knows does not fit this model)")
+
+
+def block_rows(order, args, options):
+    """(start, count) of a stamped block's image tokens in its attention (count None: to the end), from the block's
+    own arguments: its text stream's length (text first), its image stream's (image first)."""
+    if order == IMAGE_ONLY:
+        return 0, None
+    if order == TEXT_FIRST:
+        if "txt" in args:
+            options[TEXT_LENGTH] = args["txt"].shape[1]  # the same dict reaches the single blocks of this forward
+            return args["txt"].shape[1], None
+        if "img_slice" in options:
+            return options["img_slice"][0], None
+        if TEXT_LENGTH in options:
+            return options[TEXT_LENGTH], None
+        fail_layout(options, "a single-stream block ran before any block told the text's length")
+    if "txt" in args:
+        options[IMAGE_LENGTH] = args["img"].shape[1]
+        return 0, args["img"].shape[1]
+    if IMAGE_LENGTH in options:
+        return 0, options[IMAGE_LENGTH]
+    fail_layout(options, "a single-stream block ran before any block told the image's length")
+
+
+def dit_stamp(layout, order, kind, index, previous):
+    """A patches_replace['dit'] entry that stamps the block (layer, image rows) into a copy of transformer_options,
+    then runs the previous replacement or the original block."""
     def stamp(args, extra):
         options = args.get("transformer_options")
         if options is not None and CONFIG in options:
-            if "txt" in args:
-                text = args["txt"].shape[1]
-                options[TEXT_LENGTH] = text  # the same dict reaches the single blocks of this forward
-            elif "img_slice" in options:
-                text = options["img_slice"][0]
-            else:
-                text = options.get(TEXT_LENGTH, 0)
+            start, count = block_rows(order, args, options)
             options[CONFIG].stamped += 1
             options = dict(options)
-            options[STAMP] = BlockStamp(kind, index, text)
+            options[STAMP] = BlockStamp((kind, index), start, count, layout.call)
             args = dict(args)
             args["transformer_options"] = options
         return previous(args, extra) if previous is not None else extra["original_block"](args)
@@ -136,8 +162,53 @@ def dit_stamp(kind, index, previous):
     return stamp
 
 
+class Forward:
+    """One model call of a ``count`` or ``native`` family: the attention calls seen so far and the latent's image
+    tokens."""
+
+    def __init__(self, layout, order, plan, tokens):
+        self.layout, self.order, self.plan, self.tokens = layout, order, plan, tokens
+        self.calls, self.block, self.in_block = 0, None, 0
+
+    def place(self, options, n):
+        """(layer, start, count) of this attention call, or None when it is not a block's image attention."""
+        if self.layout.placement == "count":
+            j, self.calls = self.calls, self.calls + 1
+            layer = self.plan[j] if j < len(self.plan) else None
+        else:
+            index = options.get("block_index")
+            kind = self.layout.kind(options.get("block_type"))
+            if index is None or kind is None:
+                return None
+            if (kind, index) != self.block:
+                self.block, self.in_block = (kind, index), 0
+            self.in_block += 1
+            layer = (kind, index) if self.in_block == self.layout.call else None
+        if layer is None:
+            return None
+        if self.order == IMAGE_ONLY:
+            return layer, 0, None
+        if self.order == TEXT_FIRST and "img_slice" in options:
+            return layer, options["img_slice"][0], None
+        if n < self.tokens:
+            fail_layout(options, f"an attention call of {n} tokens in block {layer_name(layer)}, fewer than the "
+                                 f"latent's {self.tokens} image tokens")
+        return layer, (0 if self.order == IMAGE_FIRST else n - self.tokens), self.tokens
+
+
+def place(options, n):
+    """(layer, start, count) of a DiT attention call of ``n`` tokens, from the block stamp or the model call's
+    ``Forward``; None for calls outside the layout's image attention."""
+    stamp = options.get(STAMP)
+    if stamp is not None:
+        stamp.calls += 1
+        return (stamp.layer, stamp.start, stamp.count) if stamp.calls == stamp.call else None
+    forward = options.get(FORWARD)
+    return forward.place(options, n) if forward is not None else None
+
+
 def dit_override(previous):
-    """optimized_attention_override: record/inject the image rows of V (and K) in stamped blocks."""
+    """optimized_attention_override: record/inject the image rows of V (and K) in the placed blocks."""
     def override(func, q, k, v, heads=None, mask=None, attn_precision=None, skip_reshape=False,
                  skip_output_reshape=False, **kwargs):
         def run(q, k, v):
@@ -147,34 +218,37 @@ def dit_override(previous):
             return func(q, k, v, heads, mask=mask, attn_precision=attn_precision, skip_reshape=skip_reshape,
                         skip_output_reshape=skip_output_reshape, **kwargs)
         options = kwargs.get("transformer_options") or {}
-        stamp = options.get(STAMP)
-        if stamp is None:
+        if CONFIG not in options:
             return run(q, k, v)
-        stamp.calls += 1
-        if stamp.calls > 1:  # only the block's joint attention (SD3.5's extra image self-attention declines)
+        dim = 2 if skip_reshape else 1  # [B, H, N, D] or [B, N, H·D]
+        site = place(options, q.shape[dim])
+        if site is None:
             return run(q, k, v)
-        state, layer = CallState(options), stamp.layer
+        layer, start, count = site
+        if k.shape[dim] != q.shape[dim]:
+            fail_layout(options, f"block {layer_name(layer)}'s image attention is a cross-attention ({q.shape[dim]} "
+                                 f"queries, {k.shape[dim]} keys)")
+        state = CallState(options)
         if state.config is not None:
             state.config.seen += 1
-        dim = 2 if skip_reshape else 1
         tensors = {"v": v, "k": k}
         for what in ("v", "k"):
             t = tensors[what]
+            n = t.shape[dim] - start if count is None else count
             inject = state.injects(what, layer)
             if inject or state.backgrounds(what, layer):
                 rows, images = state.rows(t.shape[0])
-                image = t[rows].narrow(dim, stamp.text, t.shape[dim] - stamp.text)
+                image = t[rows].narrow(dim, start, n)
                 plan = state.config.inject
                 source = plan.source.fetch((what, layer, state.step), state.sigma, image, images)
                 if not inject:  # masked edit: the background tokens' keys/values from the source (KV-Edit)
                     source = M.blend(source, image, plan.token_mask(image.shape[dim], dim, image, images))
                 t = t.clone()
-                t[rows] = A.replace_tokens(t[rows], source, stamp.text, dim)
+                t[rows] = A.replace_tokens(t[rows], source, start, dim, n)
                 tensors[what] = t
             if state.records(what, layer):
                 rows, images = state.rows(t.shape[0], used_only=True)
-                state.config.record.put((what, layer, state.step),
-                                        t[rows].narrow(dim, stamp.text, t.shape[dim] - stamp.text), images)
+                state.config.record.put((what, layer, state.step), t[rows].narrow(dim, start, n), images)
         return run(q, tensors["k"], tensors["v"])
     override.inversion_suite_hook = True
     return override
@@ -290,8 +364,12 @@ CLEAN = 1e-3  # a run whose lowest σ is at most this starts (inversion) or ends
 
 
 def patch_size(patcher):
-    """The DiT's patch size (int or per-axis tuple) as its diffusion model declares it; 1 when it declares none."""
+    """The DiT's patch size (int or per-axis tuple): its layout's (``families``), else as its diffusion model declares
+    it; 1 when it declares none."""
     dm = patcher.model.diffusion_model
+    layout = dit_layout(patcher)
+    if layout is not None:
+        return layout.patch(dm)
     for obj in (dm, getattr(dm, "x_embedder", None)):
         p = getattr(obj, "patch_size", None)
         if isinstance(p, int) or (isinstance(p, (tuple, list)) and all(isinstance(x, int) for x in p)):
@@ -382,21 +460,39 @@ def outer_sample(executor, noise, latent_image, sampler, sigmas, *args, **kwargs
 
 def apply_model(executor, x, t, *args, **kwargs):
     """Counts model evaluations (batch elements) of recording and injecting runs; on DiTs checks, before and after
-    the call, that the attention reaches the pack's override."""
+    the call, that the attention reaches the pack's override, refuses model inputs that change the family's token
+    layout and, for families placed by their calls' order or ComfyUI's own stamps, hands the call a ``Forward``
+    (checking afterwards that the call ran the attention calls its layout has)."""
     options = kwargs.get("transformer_options", args[3] if len(args) > 3 else {}) or {}
     config = options.get(CONFIG)
     if config is None:
         return executor(x, t, *args, **kwargs)
+    forward = None
+    if config.arch == "dit":
+        layout = config.layout
+        for name in layout.unsupported:
+            value = kwargs.get(name)
+            if value is not None and not (isinstance(value, (list, tuple)) and not value):
+                fail(config.node or RECORD, "model", f"gets '{name}' (a conditioning input that adds tokens to the "
+                                                     f"{layout.family} attention the pack does not place): edit "
+                                                     f"without it, or edit with a mask alone on a model without it")
+        if layout.placement != "dit":
+            dm = executor.class_obj.diffusion_model
+            forward = options[FORWARD] = Forward(layout, config.order, config.plan, layout.tokens(dm, x.shape))
+            config.stamped += 1
     if config.record is not None:
         config.record.evaluations["record"] += x.shape[0]
     if config.inject is not None:
         config.inject.source.evaluations["inject"] += x.shape[0]
     override = options.get("optimized_attention_override")
     check_override(config, override)
-    stamped, seen = config.stamped, config.seen
+    stamped, seen = config.stamped - (forward is not None), config.seen
     out = executor(x, t, *args, **kwargs)
     if config.stamped > stamped and config.seen == seen:
         check_override(config, override, ran=False)
+    if forward is not None and config.layout.placement == "count" and forward.calls != len(config.plan):
+        fail_layout(options, f"the model call ran {forward.calls} attention calls where the layout has "
+                             f"{len(config.plan)}")
     return out
 
 
@@ -416,13 +512,19 @@ def install(patcher, config, arch, layers, node):
                 if not getattr(previous, "inversion_suite_hook", False):
                     m.set_model_patch_replace(unet_hook(what, layer, previous), name, layer[0], layer[1], layer[2])
     elif arch == "dit":
+        dm = patcher.model.diffusion_model
+        layout = config.layout = dit_layout(patcher)
+        config.order = layout.order(dm)
+        config.plan = layout.plan(dm) if layout.placement == "count" else None
         previous = options.get("optimized_attention_override")
         if not getattr(previous, "inversion_suite_hook", False):
             options["optimized_attention_override"] = dit_override(previous)
-        for kind, i in architecture("", patcher)[1]:  # every block: single blocks learn the text length from
-            previous = replace.get("dit", {}).get((f"{kind}_block", i))  # the double blocks' stamps
-            if not getattr(previous, "inversion_suite_hook", False):
-                m.set_model_patch_replace(dit_stamp(kind, i, previous), "dit", f"{kind}_block", i)
+        if layout.placement == "dit":  # every block: single blocks learn the text length from the double blocks
+            for kind, i in layout.layers(dm):
+                key = layout.key(kind)
+                previous = replace.get("dit", {}).get((key, i))
+                if not getattr(previous, "inversion_suite_hook", False):
+                    m.set_model_patch_replace(dit_stamp(layout, config.order, kind, i, previous), "dit", key, i)
     post = m.model_options.get("sampler_post_cfg_function", [])
     if not any(getattr(fn, "inversion_suite_hook", False) for fn in post):
         m.set_model_sampler_post_cfg_function(post_cfg)

@@ -1,14 +1,15 @@
 """Which attention layers an edit uses: the model's architecture (UNet or DiT), layer names, the user's block selection."""
 import comfy.ldm.modules.attention as comfy_attention
-import torch
 
 from ..common import fail
+from .families import layout_of
 
 
 def classify(patcher):
-    """('unet', layers, None) or ('dit', layers, None); layers are UNet (group, id, transformer_index) or DiT (kind, i).
-    ('latent', [], reason) for a model whose attention the pack cannot edit: a masked edit still works there (it needs
-    only the source's prediction per step and its clean latent)."""
+    """('unet', layers, None) or ('dit', layers, None); layers are UNet (group, id, transformer_index) or DiT (kind, i)
+    with kind 'double', 'single' or 'block' (``families``). ('latent', [], reason) for a model whose attention the pack
+    cannot edit: a masked edit still works there (it needs only the source's prediction per step and its clean
+    latent)."""
     dm = patcher.model.diffusion_model
     if hasattr(dm, "input_blocks"):
         layers = []
@@ -19,17 +20,15 @@ def classify(patcher):
                     if isinstance(m, comfy_attention.SpatialTransformer):
                         layers += [(group, i, t) for t, b in enumerate(m.transformer_blocks) if b.attn2 is not None]
         return "unet", layers, None
-    layers = []
-    for attr, kind in (("double_blocks", "double"), ("joint_blocks", "double"), ("single_blocks", "single")):
-        blocks = getattr(dm, attr, None)
-        if isinstance(blocks, torch.nn.ModuleList):
-            if any(getattr(b, "flipped_img_txt", False) for b in blocks):
-                return "latent", [], "must lay out joint attention as [text; image] (this model puts image first)"
-            layers += [(kind, i) for i in range(len(blocks))]
-    if not layers:
-        return "latent", [], f"must be an SD1.x/SDXL UNet or a Flux/SD3-style DiT (double/joint/single blocks), got " \
-                             f"{type(dm).__name__}"
-    return "dit", layers, None
+    layout, reason = layout_of(dm)
+    if layout is None:
+        return "latent", [], reason
+    return "dit", layout.layers(dm), None
+
+
+def dit_layout(patcher):
+    """The DiT's ``families.Layout``."""
+    return layout_of(patcher.model.diffusion_model)[0]
 
 
 def architecture(node, patcher):

@@ -5,7 +5,7 @@ from ..host import io
 from ...core import attention as A
 from ..common import CATEGORY, check_bool, check_choice, check_range, fail, family_signature, model_family
 from .constants import AttentionRecordType, BACKGROUND, INJECT, MASK_MODES, MODES, RECORD, REPORT, STORAGE
-from .layers import classify, layer_name, select_layers
+from .layers import classify, dit_layout, layer_name, select_layers
 from .record import AttentionRecord, EditConfig, InjectPlan
 from .hooks import existing_config, install
 from .tokens import parse_reweight, token_ids, word_ids
@@ -20,17 +20,22 @@ class AttentionEditRecord(io.ComfyNode):
             description="First half of an edit that keeps the photo. Returns a MODEL that records the source's "
                         "attention while it samples: use it for the exact inversion (BDIA Invert, Fixed-Point "
                         "Invert) and the source branch costs no extra model call. UNets (SD1.x/SDXL): "
-                        "cross-attention maps and self-attention q, k (Prompt-to-Prompt). Flux/SD3: image-token "
-                        "values (and keys) of the joint attention (RF-Edit, KV-Edit). Always: the source's "
-                        "prediction at every step and its clean latent, for a masked edit (on any model, attention "
-                        "editable or not). Then connect the record to Attention Edit: Inject.",
+                        "cross-attention maps and self-attention q, k (Prompt-to-Prompt). DiTs (SD3, Flux, Flux.2, "
+                        "Chroma, Qwen-Image, HiDream, Z-Image, Lumina 2, Wan, HunyuanVideo, LTX-Video, Kandinsky 5, "
+                        "Cosmos, …; the plan names the family and its token order): image-token values (and keys) "
+                        "of the attention (RF-Edit, KV-Edit). Always: the source's prediction at every step and its "
+                        "clean latent, for a masked edit (on any model, attention editable or not; the plan says "
+                        "when a model's attention is out of reach). Then connect the record to Attention Edit: "
+                        "Inject.",
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model (SD1.x/SDXL, SD3, Flux). It is not changed."),
+                io.Model.Input("model", tooltip="The diffusion model (a UNet or a DiT of a family the README lists). "
+                                                "It is not changed."),
                 io.String.Input("blocks", default="auto",
                                 tooltip="Layers to record: 'all', or groups with optional index ranges, comma-"
-                                        "separated. UNet groups input/middle/output (e.g. 'output.3-8'); Flux "
-                                        "double/single (e.g. 'single.20-37'), SD3 double. auto = all UNet layers, "
-                                        "Flux single blocks, SD3 all blocks."),
+                                        "separated. UNet groups input/middle/output (e.g. 'output.3-8'); DiTs "
+                                        "double/single (dual- and single-stream blocks, e.g. Flux 'single.20-37') "
+                                        "or block (Wan, LTX-Video, Kandinsky 5, Cosmos). auto = all UNet layers, "
+                                        "the single blocks where a DiT has them, else all blocks."),
                 io.Float.Input("steps", default=0.8, min=0.0, max=1.0, step=0.05,
                                tooltip="Fraction of the sampling steps, from the first (highest σ), to record. "
                                        "Memory grows with it; inject fractions cannot exceed it."),
@@ -85,7 +90,8 @@ class AttentionEditRecord(io.ComfyNode):
                 [arch])
         per_step = len(chosen) * ((record.cross + record.self_attention + record.values) if arch == "unet"
                                   else (record.self_attention + record.keys))
-        plan = (f"{node}: {' and '.join(what)} of {len(chosen)} layers "
+        family = "" if arch == "unet" else f" ({dit_layout(model).describe(model.model.diffusion_model)})"
+        plan = (f"{node}: {' and '.join(what)} of {len(chosen)} layers{family} "
                 f"({', '.join(layer_name(layer) for layer in sorted(chosen))}), first {steps:.0%} of the steps; "
                 f"at most {per_step} tensors per step (positive rows only), the source's prediction at every step "
                 f"and its clean latent, storage {storage}. Recording adds no "
@@ -102,8 +108,8 @@ class AttentionEditInject(io.ComfyNode):
             description="Second half of an edit that keeps the photo. Returns a MODEL that regenerates with the "
                         "source's recorded attention: use it in the guider that regenerates the inversion with the "
                         "edited prompt, on the same sigmas. UNets: Prompt-to-Prompt (word swap, refinement, "
-                        "reweighting; self-attention maps). Flux/SD3: image-token values (and keys) from the "
-                        "source (RF-Edit, KV-Edit). Same prompt → same image as the plain regeneration. With a "
+                        "reweighting; self-attention maps). DiTs: image-token values (and keys) from the source "
+                        "(RF-Edit, KV-Edit). Same prompt → same image as the plain regeneration. With a "
                         "mask (any model): only the masked region changes; outside it the result is the source "
                         "latent exactly, and the edit sees the source's background at every step, at no extra "
                         "model call.",
@@ -322,7 +328,17 @@ def report(record):
     return (f"{REPORT}: {len(record.data)} tensors over {len(recorded)} of {steps} steps, "
             f"{record.nbytes() / 2 ** 20:.2f} MiB on {', '.join(record.devices()) or '-'}; recording run "
             f"{record.evaluations['record']} model evaluations (the inversion's own, no extra); edit "
-            f"{record.evaluations['inject']} model evaluations." + masked_report(record))
+            f"{record.evaluations['inject']} model evaluations." + video_report(record) + masked_report(record))
+
+
+def video_report(record):
+    """Video records: the attention tensors' memory per latent frame (they grow linearly with the frames)."""
+    if record.shape is None or len(record.shape) != 5 or record.shape[2] < 2:
+        return ""
+    attention = sum(record.nbytes_of(what) for what in ("v", "k"))
+    frames = record.shape[0] * record.shape[2]
+    return (f" Video: {attention / frames / 2 ** 20:.3f} MiB per latent frame of attention ({record.shape[2]} latent "
+            f"frames × {record.shape[0]} video{'s' * (record.shape[0] != 1)}).")
 
 
 def masked_report(record):

@@ -196,6 +196,7 @@ class EditConfig:
         self.record, self.inject = record, inject
         self.batch = None  # images in the current run's latent (set when it starts)
         self.node, self.arch = None, None  # the node that made this MODEL, 'unet'/'dit' (set by install)
+        self.layout = self.order = self.plan = None  # DiTs: the families.Layout, its token order, its call plan
         self.stamped = self.seen = 0  # DiT blocks stamped; stamped blocks whose attention reached the override
         self.checked = None  # the last optimized_attention_override found to be (or to hold) the pack's
         self._position = (None, None, None)
