@@ -3,7 +3,7 @@ import torch
 
 from ..host import io
 from ...core import attention as A
-from ..common import CATEGORY, check_bool, check_choice, check_range, fail, family_signature, model_family
+from ..common import CATEGORY, fail, family_signature, model_family, widgets
 from .constants import AttentionRecordType, BACKGROUND, INJECT, MASK_MODES, MODES, RECORD, REPORT, STORAGE
 from .layers import classify, dit_layout, layer_name, select_layers
 from .record import AttentionRecord, EditConfig, InjectPlan
@@ -62,11 +62,9 @@ class AttentionEditRecord(io.ComfyNode):
     @classmethod
     def execute(cls, model, blocks, steps, cross_attention, self_attention, keys, storage) -> io.NodeOutput:
         node = RECORD
+        widgets(cls, locals())
         model_family(node, model.get_model_object("model_sampling"))
         arch, layers, unsupported = classify(model)
-        check_range(node, "steps", steps, 0.0, 1.0)
-        if storage not in STORAGE:
-            fail(node, "storage", f"must be one of {STORAGE}", storage)
         if arch == "latent":  # attention not editable here: the source's trajectory only, for a masked edit
             record = AttentionRecord(model, arch, frozenset(), 0.0, False, False, False, storage)
             previous = existing_config(model)
@@ -183,7 +181,8 @@ class AttentionEditInject(io.ComfyNode):
         if record.model() is not model.model:
             fail(node, "model", f"must be the model the record was made from (a {record.signature} model); "
                                 f"this is another model", family_signature(model.model))
-        mask, mask_options = check_mask(node, mask, mask_grow, mask_feather, mask_invert, mask_mode, background)
+        options = widgets(cls, locals())
+        mask, mask_options = check_mask(node, mask, options)
         arch, layers, unsupported = classify(model)
         if arch == "latent":
             if mask is None:
@@ -196,8 +195,6 @@ class AttentionEditInject(io.ComfyNode):
             text = (f"{node}: masked edit ({mask_text(mask, mask_options)}); attention not edited on this model. "
                     f"One model evaluation per image per step; the mask adds none.")
             return io.NodeOutput(patched, text)
-        check_range(node, "self_steps", self_steps, 0.0, 1.0)
-        check_range(node, "cross_steps", cross_steps, 0.0, 1.0)
         if cross_mode not in MODES:
             fail(node, "cross_mode", f"must be one of {MODES}", cross_mode)
         if self_steps > 0 and not record.self_attention:
@@ -230,7 +227,6 @@ class AttentionEditInject(io.ComfyNode):
                     alignment = A.token_alignment(src, edit)
                 if reweight.strip():
                     scales = parse_reweight(node, clip, reweight, edit)
-        check_range(node, "blend_threshold", blend_threshold, 0.0, 1.0)
         blend = None
         if blend_words.strip():
             if arch != "unet" or not record.cross:
@@ -271,14 +267,11 @@ class AttentionEditInject(io.ComfyNode):
         return io.NodeOutput(patched, text)
 
 
-def check_mask(node, mask, grow, feather, invert, mode, background):
-    """The mask widgets, checked: (mask as a CPU float tensor or None, ``core.mask.latent_mask`` options)."""
-    grow = check_range(node, "mask_grow", grow, -64, 64, integer=True)
-    feather = check_range(node, "mask_feather", feather, 0, 64, integer=True)
-    check_bool(node, "mask_invert", invert)
-    check_choice(node, "mask_mode", mode, MASK_MODES)
-    check_choice(node, "background", background, BACKGROUND)
-    options = dict(grow_by=grow, feather_by=feather, invert=bool(invert), binary=mode == "binary")
+def check_mask(node, mask, widget_values):
+    """The MASK input (a CPU float tensor, or None) and the ``core.mask.latent_mask`` options of the mask widgets
+    (``widget_values``, already checked against their declarations)."""
+    options = dict(grow_by=widget_values["mask_grow"], feather_by=widget_values["mask_feather"],
+                   invert=widget_values["mask_invert"], binary=widget_values["mask_mode"] == "binary")
     if mask is None:
         return None, options
     if not torch.is_tensor(mask) or mask.ndim not in (2, 3) or mask.numel() == 0:
