@@ -10,7 +10,7 @@ alternating mode by 1/a_i per step. On a device without float64 (``frame.has_flo
 it runs there in double-float instead: each latent is a pair ``(hi, lo)`` of float32 tensors whose sum carries
 about 48 bits, and the model sees ``hi``. A state may be handed in and out as such a pair (see
 :func:`sample_bdia`); a plain tensor comes back in its dtype, so on such a device an inversion handed over as
-tensors is rounded to float32, which costs the round trip its exactness (measured in tests/test_core_devices.py).
+tensors is rounded to float32, which costs the round trip its exactness (measured in tests/core/test_core_devices.py).
 
 * BDIA: Zhang, Lewis, Kleijn, "Exact Diffusion Inversion via Bi-directional Integration
   Approximation" (ECCV 2024). In our frame (core/frame.py)

@@ -1,5 +1,5 @@
 """The README's support matrix (family × node, and a column per ComfyUI host), rendered from what
-tests/test_host_families.py measured on each host, so the matrix cannot drift from the tests.
+tests/host/test_host_families.py measured on each host, so the matrix cannot drift from the tests.
 
     ./scripts/test.sh                                 # measures on every host; writes test_out/support_matrix-<version>.json
     python scripts/support_matrix.py                  # prints the markdown
@@ -107,7 +107,7 @@ def render(datas):
         if cells:
             kind, reason = cells[0]["value"].split(": ", 1)
             refused.append(f"- {'✓' if all(c['ok'] for c in cells) else '✗'} {label}: `{kind}`, {reason}")
-    text = [f"Measured by `tests/test_host_families.py` on tiny random-weight models built with each ComfyUI's own "
+    text = [f"Measured by `tests/host/test_host_families.py` on tiny random-weight models built with each ComfyUI's own "
             f"classes ({', '.join(hosts)}; 8×8 latents, 2 frames for video; PixArt 48×48; pixel-space families "
             f"16×16 pixels, HiDream-O1 64×64), through stock "
             f"SamplerCustomAdvanced. Numbers (from ComfyUI {hosts[0]}) are relative round-trip errors, the period "
@@ -147,7 +147,7 @@ def main():
     mode.add_argument("--check", action="store_true", help="exit 1 if the README part differs or a cell failed")
     args = parser.parse_args()
     if not args.json or not all(p.is_file() for p in args.json):
-        sys.exit("no measurement found: run ./scripts/test.sh (or python -m pytest tests/test_host_families.py) first")
+        sys.exit("no measurement found: run ./scripts/test.sh (or python -m pytest tests/host/test_host_families.py) first")
     datas = [json.loads(p.read_text()) for p in args.json]
     table = render(datas)
     if not (args.write or args.check):

@@ -41,7 +41,7 @@ for host in "${HOSTS[@]}"; do
   elif [ $first -eq 1 ]; then
     args=(tests)                    # core tier and host tier
   else
-    args=(tests/test_host_*.py)     # the host tier again; the core tier does not depend on the host
+    args=(tests/nodes tests/host tests/server)  # the host tier again; the core tier does not depend on the host
   fi
   echo "setup took $(( $(date +%s) - start )) s so far; running pytest on ComfyUI $version"
   export COMFYUI_PATH=$host INVERSION_SUITE_REQUIRE_HOST=1

@@ -23,7 +23,7 @@ def model(family):
 @pytest.fixture(scope="session")
 def server():
     """Host tier: one headless ComfyUI server (``main.py --cpu``) for every server module of the run."""
-    import server as server_mod
+    import comfyui_server as server_mod
     s = server_mod.Server()
     yield s
     s.stop()

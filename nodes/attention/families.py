@@ -1,6 +1,6 @@
 """Where each DiT family's image tokens sit in its attention, and how a call of ComfyUI's attention function is placed
 in a block: the layouts Attention Edit knows, read from ComfyUI's model code (0.3.64 and 0.30.0) and checked by
-tests/test_host_attention_families.py on both hosts.
+tests/nodes/attention/test_host_attention_families.py on both hosts.
 
 A layout names diffusion-model classes exactly (a subclass may run other attention calls: it is not assumed to share
 the layout), the blocks a user can choose, how the pack learns which block a call belongs to (``placement``) and the

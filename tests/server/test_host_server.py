@@ -15,7 +15,7 @@ hostlib.require_comfyui()
 from workflow_tools import (CONTROL, EXAMPLE_INPUTS, MODEL_FILES, UI_ONLY, check_workflow, newer_stock,  # noqa: E402
                             prompt_family, provided_inputs, stock_schema, to_api, widget_slots, with_tiny_models)
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
 NEWER = newer_stock()  # the workflows that need a newer ComfyUI, and its stock nodes they use
 NODE_IDS = ["InversionSuite_FixedPointInvert", "InversionSuite_FixedPointInversionSampler",

@@ -412,7 +412,7 @@ def test_bdia_sampler_refuses_what_bdia_invert_refuses():
         call("BDIASampler", "sd15", {"inversion": "inversion"})
 
 
-@pytest.mark.parametrize("kind", ["X0", "IMG_TO_IMG"])  # Cosmos is supported (ε-like noise), tests/test_host_families.py
+@pytest.mark.parametrize("kind", ["X0", "IMG_TO_IMG"])  # Cosmos is supported (ε-like noise), tests/host/test_host_families.py
 @pytest.mark.parametrize("name", ["FixedPointInvert", "FixedPointInversionSampler", "BDIAInvert", "BDIASampler"])
 def test_samplers_refuse_the_models_the_inversion_nodes_refuse(name, kind):
     """x0-predicting and image-to-image models: the same error from each SAMPLER as from its inversion node,

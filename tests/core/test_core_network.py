@@ -48,4 +48,4 @@ def test_package_imports_without_comfyui():
             "import inversion_suite, inversion_suite.core; "
             "assert callable(inversion_suite.comfy_entrypoint); "
             "assert not [m for m in sys.modules if m == 'comfy' or m.startswith(('comfy.', 'comfy_api'))]")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(pathlib.Path(__file__).resolve().parents[1]))
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(pathlib.Path(__file__).resolve().parents[2]))

@@ -6,7 +6,7 @@ import hostlib
 
 hostlib.require_comfyui()
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "scripts"))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts"))
 import benchmark  # noqa: E402
 
 

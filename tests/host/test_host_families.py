@@ -254,7 +254,7 @@ def test_fine_tune_inversion(family, model):
 def test_attention_edit(family, model):
     """Attention Edit: recorded during BDIA Invert, injected in full (every layer and step: UNet maps, DiT image values
     and keys) with the source prompt, the regeneration is the plain one (≤ 1e-5); a family whose attention the pack
-    does not reach keeps the masked edit (the cell says why). tests/test_host_attention*.py test the rest."""
+    does not reach keeps the masked edit (the cell says why). tests/nodes/attention/test_host_attention*.py test the rest."""
     from inversion_suite.nodes.attention import AttentionEditInject, AttentionEditRecord
     from inversion_suite.nodes.attention.layers import classify
     arch, _, reason = classify(model)
