@@ -2,7 +2,7 @@
 node definitions.
 
 Runs a headless ComfyUI (COMFYUI_PATH) with the pack loaded, reads /object_info so widget order and socket
-types are ComfyUI's own, and checks every workflow (tests/workflow_tools.check_workflow) before writing it:
+types are ComfyUI's own, and checks every workflow (scripts/workflow_tools.check_workflow) before writing it:
 
     COMFYUI_PATH=~/ComfyUI python scripts/build_workflows.py
 
@@ -23,9 +23,8 @@ import sys
 import textwrap
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "scripts"))
 
-import hostlib  # noqa: E402,F401  (finds ComfyUI for server.py)
 from workflow_tools import (CONTROL, IMAGE_NODES, MIN_IMAGE_NODE_HEIGHT, NEWER_STOCK, SCREEN,  # noqa: E402
                             TITLE_HEIGHT, UI_ONLY, UPLOAD, check_workflow, input_specs, is_widget, stock_schema,
                             widget_slots)

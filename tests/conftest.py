@@ -1,10 +1,14 @@
 """Makes the repository root importable as the package ``inversion_suite`` (as ComfyUI imports it under
-whatever folder name it has), without installing anything."""
+whatever folder name it has), without installing anything, and the scripts' tooling (the headless ComfyUI server and
+the workflow checker, scripts/comfyui_server.py and scripts/workflow_tools.py) importable by the tests."""
+import sys
+
 import pytest
 
 import hostlib
 
 hostlib.import_pack()
+sys.path.insert(0, str(hostlib.ROOT / "scripts"))
 
 
 @pytest.fixture(scope="module", params=["sd15", "sd3", "flux"])

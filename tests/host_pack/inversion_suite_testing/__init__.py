@@ -9,7 +9,8 @@ import torch
 
 from comfy_api.v0_0_2 import ComfyExtension, io
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # tests/ (hostlib)
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[3] / "scripts"))  # workflow_tools
 import hostlib  # noqa: E402
 from workflow_tools import UNET_FAMILIES  # noqa: E402
 

@@ -9,7 +9,7 @@ import tempfile
 import time
 import urllib.request
 
-import hostlib
+import comfyui_host
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Tiny models on CPU: one thread each; on a shared 2-core machine thread contention dominates otherwise.
@@ -37,7 +37,7 @@ class Server:
             [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
              "--disable-auto-launch", "--base-directory", str(self.dir), "--database-url", "sqlite:///:memory:",
              "--extra-model-paths-config", str(self.dir / "paths.yaml"), "--preview-method", "none"],
-            cwd=hostlib.COMFYUI, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **SERVER_ENV})
+            cwd=comfyui_host.comfyui_path(), stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **SERVER_ENV})
         deadline = time.time() + 180
         while time.time() < deadline:
             if self.proc.poll() is not None:
