@@ -2,7 +2,6 @@
 ``inversion_suite``, and test-only probes (call counting, Cancel, autograd against a finite difference). The tiny
 models and stock-node drivers are the package's (``inversion_suite.nodes.tiny``): after ``require_comfyui()`` every
 name of that module reads as ``hostlib.<name>``."""
-import importlib.util
 import os
 import pathlib
 import sys
@@ -11,29 +10,11 @@ import pytest
 import torch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from comfyui_host import comfyui_path, import_pack  # noqa: E402  (the scripts' way to ComfyUI and the pack)
 
 
-def import_pack():
-    """The repository root as the package ``inversion_suite`` (ComfyUI imports it under whatever folder name it has),
-    without installing anything; also inside the test server, whose loader names it after its folder."""
-    if "inversion_suite" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("inversion_suite", ROOT / "__init__.py",
-                                                      submodule_search_locations=[str(ROOT)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["inversion_suite"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["inversion_suite"]
-
-
-def _find_comfyui():
-    """COMFYUI_PATH, else the tarball's unpacked tree that scripts/test.sh caches, else ~/ComfyUI."""
-    if os.environ.get("COMFYUI_PATH"):
-        return pathlib.Path(os.environ["COMFYUI_PATH"]).expanduser()
-    cached = sorted(ROOT.glob(".cache/ComfyUI-*/comfy/samplers.py"))
-    return cached[-1].parents[1] if cached else pathlib.Path.home() / "ComfyUI"
-
-
-COMFYUI = _find_comfyui()
+COMFYUI = comfyui_path() or pathlib.Path.home() / "ComfyUI"  # COMFYUI_PATH, else the newest tree in .cache/
 
 
 def require_comfyui():
