@@ -19,9 +19,10 @@ for _tarball in $(ls ../shared/comfyui/ComfyUI-*.tar.gz 2>/dev/null | sort -t- -
   _dir=$_cache/ComfyUI-$_version
   if [ ! -f "$_dir/comfy/samplers.py" ]; then
     echo "host: unpacking $_tarball into $_dir (once; a few seconds)"
-    _top=$(tar tzf "$_tarball" | head -n 1 | cut -d/ -f1)
-    mkdir -p "$_cache" && tar xzf "$_tarball" -C "$_cache"
-    [ "$_cache/$_top" = "$_dir" ] || mv "$_cache/$_top" "$_dir"
+    mkdir -p "$_cache"
+    _tmp=$(mktemp -d "$_cache/unpack.XXXXXX")
+    tar xzf "$_tarball" -C "$_tmp"
+    rm -rf "$_dir" && mv "$_tmp"/* "$_dir" && rmdir "$_tmp"   # the tarball's one top folder, whatever its name
   fi
   HOSTS+=("$PWD/$_dir")
 done
