@@ -205,7 +205,6 @@ def make_guider(node, model, positive=None, negative=None, cfg=1.0, guider=None)
     return g
 
 
-
 def wrap_denoiser(model_wrap, dtype=torch.float32, counter=None):
     """The guider as a core ``model(x, sigma)``: casts to the model's dtype, counts calls, honours Cancel."""
     def model(x, sigma, **extra_args):
