@@ -88,13 +88,27 @@ class Anderson:
         return torch.where(good[:, None], mixed, f).to(fz.dtype).reshape(fz.shape)
 
 
-def _rel(a, b):
+PLAUSIBLE = 100.0  # a state more than this many times the scale of a state at its σ is not a solution to report
+
+
+def _rel(a, b, cap=None):
     """Per-sample relative RMS ‖a − b‖ / ‖b‖ (an all-zero ``b`` counts as 1, so a zero residual is 0), in
-    ``precise_dtype``."""
+    ``precise_dtype``. With ``cap`` (per sample), a ``b`` whose norm exceeds it is no solution: its value is at
+    least ‖b‖ / cap (> 1, so it never meets a tolerance)."""
     dtype = precise_dtype(b.device)
     a, b = a.flatten(1).to(dtype), b.flatten(1).to(dtype)
     norm = b.norm(dim=1)
-    return (a - b).norm(dim=1) / torch.where(norm > 0, norm, torch.ones_like(norm))
+    rel = (a - b).norm(dim=1) / torch.where(norm > 0, norm, torch.ones_like(norm))
+    return rel if cap is None else torch.maximum(rel, torch.where(norm > cap.to(norm), norm / cap.to(norm), 0 * rel))
+
+
+def _plausible_norm(x, sigma_next):
+    """``PLAUSIBLE`` times the norm a state at σ' has when it starts from ``x``: √(‖x‖² + σ'²·numel). An iterate
+    beyond it is not reported as a solution: an x̂₀ predictor whose D barely depends on its input puts the first
+    step's fixed point at |z| ~ 1e8·|x₀|, a state no sampler regenerates from in float32, and a relative criterion
+    would call it converged. Healthy iterates stay far below (the cap never binds on them)."""
+    flat = x.flatten(1).to(precise_dtype(x.device))
+    return PLAUSIBLE * (flat.norm(dim=1) ** 2 + float(sigma_next) ** 2 * flat.shape[1]).sqrt()
 
 
 def _extrapolate(ts, ys, t):
@@ -278,6 +292,7 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
     for i in trange(len(sigmas) - 1, disable=disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         x_i = torch.cat([x, x]) if two_paths else x
+        cap = _plausible_norm(x, sigma_next)
         start, started = warm.start(x, sigma, sigma_next)
         z = torch.cat([start, start]) if two_paths else start
         if two_paths:
@@ -305,8 +320,8 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
                 calls, evaluations = calls + 1, evaluations + z.shape[0]
             fz = (x_i if whole else x_i[rows]) + (sigma_next - sigma) / sigma_next * (zr - denoised)
             n = active.numel()
-            intra = _rel(fz[:n], zr[:n])
-            inter = _rel(fz[n:], fz[:n]) if two_paths else intra
+            intra = _rel(fz[:n], zr[:n], cap[active])
+            inter = _rel(fz[n:], fz[:n], cap[active]) if two_paths else intra
             out[active], denoised_out[active] = fz[:n], denoised[:n]
             cpu = active.cpu()
             intra_out[cpu], inter_out[cpu], iterations[cpu] = intra.cpu(), inter.cpu(), k + 1

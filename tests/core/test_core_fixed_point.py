@@ -265,3 +265,23 @@ def test_no_prediction_from_a_step_that_missed_the_tolerance():
                                               max_iterations=3, tolerance=0.0, warm_start=mode, return_info=True)
         assert all(d["start"] == ["none", "none"] for d in info["steps"])
     assert torch.equal(runs["predicted"], runs["none"])
+
+
+def test_a_runaway_iterate_is_not_reported_converged():
+    """An x̂₀ predictor whose prediction barely depends on its input (D(z) = 1e-8·z, in float32 as a model computes)
+    puts the first step's fixed point at |z| ~ 1e8·|x₀|. Relative to the iterate's own norm its float32 residual is
+    ~6e-8 (below any tolerance: reported converged before); relative to the plausible scale of a state at σ' (the
+    divisor is capped at PLAUSIBLE·√(‖x‖² + σ'²·numel)) it is not, and the report says so."""
+    from inversion_suite.core.fixed_point import PLAUSIBLE
+    x0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def barely(z, sigma, **kwargs):
+        return (1e-8 * z).float().double()
+    top, info = invert_fixed_point(barely, x0, torch.tensor([0.0, 0.5], dtype=torch.float64), max_iterations=10,
+                                   tolerance=1e-4, return_info=True, disable=True)
+    step = info["steps"][0]
+    assert float(top.norm()) > 1e3 * PLAUSIBLE * float(x0.norm())  # the runaway fixed point was reached
+    assert step["converged"] == 0 and step["iterations"] == 10 and step["intra"] > 1e-4
+    healthy, info = invert_fixed_point(lambda z, s, **kw: 0.5 * z, x0, torch.tensor([0.0, 0.5], dtype=torch.float64),
+                                       max_iterations=10, tolerance=1e-4, return_info=True, disable=True)
+    assert info["steps"][0]["converged"] == 1  # a state of natural scale is unaffected by the cap
