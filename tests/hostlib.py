@@ -48,6 +48,25 @@ def __getattr__(name):
     return getattr(importlib.import_module("inversion_suite.nodes.tiny"), name)
 
 
+def attention_record(model, **options):
+    """Attention Edit: Record run as the server runs it, by default on every block for every step with everything
+    recorded (``options`` change any widget): (record MODEL, record, report)."""
+    from inversion_suite.nodes.attention import AttentionEditRecord
+    settings = dict(blocks="all", steps=1.0, cross_attention=True, self_attention=True, keys=True, storage="auto")
+    settings.update(options)
+    with torch.inference_mode():
+        return AttentionEditRecord.execute(model=model, **settings).args
+
+
+def positive_guider(model, cond):
+    """A stock CFGGuider at cfg 1 on the positive conditioning ``cond`` alone."""
+    import comfy.samplers
+    g = comfy.samplers.CFGGuider(model)
+    g.inner_set_conds({"positive": cond})
+    g.set_cfg(1.0)
+    return g
+
+
 def counting(model, interrupt_at=None):
     """A clone of ``model`` that counts its calls (returned list) and, with ``interrupt_at``, presses Cancel
     (ComfyUI's interrupt flag) during that call, as the UI's Cancel would."""

@@ -8,19 +8,14 @@ from hostlib import rel
 
 hostlib.require_comfyui()
 
-from inversion_suite.nodes.attention import (AttentionEditInject, AttentionEditRecord,  # noqa: E402
-                                             AttentionEditReport)
+from inversion_suite.nodes.attention import (AttentionEditInject, AttentionEditReport)
 from inversion_suite.nodes.bdia import BDIAInvert, BDIASampler  # noqa: E402
 
 STEPS = 6
 FRACTIONS = [0.0, 0.25, 0.5, 0.75, 1.0]
 
 
-def record(model, **options):
-    settings = dict(blocks="all", steps=1.0, cross_attention=True, self_attention=True, keys=True, storage="auto")
-    settings.update(options)
-    with torch.inference_mode():
-        return AttentionEditRecord.execute(model=model, **settings).args
+record = hostlib.attention_record
 
 
 def inject(model, store, fraction=1.0, **options):
@@ -42,12 +37,11 @@ def context(family, edited=False, tokens=8):
 
 
 def guider(model, family, edited=False, cfg=1.0):
+    if cfg == 1.0:
+        return hostlib.positive_guider(model, context(family, edited))
     import comfy.samplers
     g = comfy.samplers.CFGGuider(model)
-    if cfg == 1.0:
-        g.inner_set_conds({"positive": context(family, edited)})
-    else:
-        g.set_conds(context(family, edited), hostlib.tiny_cond(family, seed=100))
+    g.set_conds(context(family, edited), hostlib.tiny_cond(family, seed=100))
     g.set_cfg(cfg)
     return g
 

@@ -23,8 +23,7 @@ hostlib.require_comfyui()
 torch.set_num_threads(1)
 
 from inversion_suite.core import mask as M  # noqa: E402
-from inversion_suite.nodes.attention import (AttentionEditInject, AttentionEditRecord,  # noqa: E402
-                                             AttentionEditReport)
+from inversion_suite.nodes.attention import (AttentionEditInject, AttentionEditReport)
 from inversion_suite.nodes.bdia import BDIAInvert, BDIASampler  # noqa: E402
 
 STEPS = 4
@@ -83,11 +82,7 @@ def test_every_family_of_this_host_is_placed_or_kept_latent_only():
     assert sorted(f for f in dits if f not in EDITABLE and f not in LATENT_ONLY) == []
 
 
-def record(model, **options):
-    settings = dict(blocks="all", steps=1.0, cross_attention=True, self_attention=True, keys=True, storage="auto")
-    settings.update(options)
-    with torch.inference_mode():
-        return AttentionEditRecord.execute(model=model, **settings).args
+record = hostlib.attention_record
 
 
 def inject(model, store, fraction=1.0, **options):
@@ -108,11 +103,7 @@ def context(family, edited=False):
 
 
 def guider(model, family, edited=False):
-    import comfy.samplers
-    g = comfy.samplers.CFGGuider(model)
-    g.inner_set_conds({"positive": context(family, edited)})
-    g.set_cfg(1.0)
-    return g
+    return hostlib.positive_guider(model, context(family, edited))
 
 
 class Source:

@@ -16,8 +16,7 @@ from hostlib import rel
 hostlib.require_comfyui()
 
 from inversion_suite.core import mask as M  # noqa: E402
-from inversion_suite.nodes.attention import (AttentionEditInject, AttentionEditRecord,  # noqa: E402
-                                             AttentionEditReport)
+from inversion_suite.nodes.attention import (AttentionEditInject, AttentionEditReport)
 from inversion_suite.nodes.bdia import BDIAInvert, BDIASampler  # noqa: E402
 from inversion_suite.nodes.fixed_point import FixedPointInvert  # noqa: E402
 
@@ -26,11 +25,7 @@ SIZE = 16  # latent pixels: masks are drawn at 8× (128² pixels), as the mask e
 METHODS = ["bdia", "fixed-point"]
 
 
-def record(model, **options):
-    settings = dict(blocks="all", steps=1.0, cross_attention=True, self_attention=True, keys=True, storage="auto")
-    settings.update(options)
-    with torch.inference_mode():
-        return AttentionEditRecord.execute(model=model, **settings).args
+record = hostlib.attention_record
 
 
 def inject(model, store, mask=None, fraction=0.0, **options):
@@ -52,11 +47,7 @@ def context(family, edited=False):
 
 
 def guider(model, family, edited=False):
-    import comfy.samplers
-    g = comfy.samplers.CFGGuider(model)
-    g.inner_set_conds({"positive": context(family, edited)})
-    g.set_cfg(1.0)
-    return g
+    return hostlib.positive_guider(model, context(family, edited))
 
 
 def disc(size_px, centre, radius, batch=1):
