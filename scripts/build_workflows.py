@@ -634,6 +634,33 @@ def attention_edit_flux(g):
         decode_and_save(g, vae, out[0], "inversion_suite/attention_edit_flux")
 
 
+def video_edit(g, model, clip, vae, latent, cfg, fps, prefix):
+    """Stages 2–5 of the video edits: the shipped clip's source and edited prompts, BDIA Invert, BDIA Sampler through
+    SamplerCustomAdvanced, decode and save as an animated WEBP."""
+    with g.stage("2 · Prompts"):
+        neg = g.node("CLIPTextEncode", title="Negative prompt", text="blurry, static, distorted, low quality",
+                     clip=clip)
+        src = g.node("CLIPTextEncode", title="Source prompt (describes the clip)",
+                     text="a red car driving along a road past a tree on a sunny day, cartoon style", clip=clip)
+        edit = g.node("CLIPTextEncode", title="Edited prompt",
+                      text="a red car driving along a road past a tree on a snowy winter day, cartoon style",
+                      clip=clip)
+        src_guider = g.node("CFGGuider", model=model, positive=src[0], negative=neg[0], cfg=cfg)
+        edit_guider = g.node("CFGGuider", model=model, positive=edit[0], negative=neg[0], cfg=cfg)
+    with g.stage("3 · Invert exactly"):
+        sigmas = g.node("BasicScheduler", model=model, scheduler="simple", steps=30, denoise=0.8)
+        inv = g.node("InversionSuite_BDIAInvert", model=model, guider=src_guider[0], latent=latent,
+                     sigmas=sigmas[0], method="bdia", gamma=0.96)
+    with g.stage("4 · Regenerate with the edit"):
+        sampler = g.node("InversionSuite_BDIASampler", method="bdia", gamma=0.96, inversion=inv[1])
+        out = g.node("SamplerCustomAdvanced", noise=inv[0], guider=edit_guider[0], sampler=sampler[0],
+                     sigmas=sigmas[0], latent_image=latent)
+    with g.stage("5 · Decode and save the video"):
+        frames = g.node("VAEDecode", samples=out[0], vae=vae)
+        g.node("SaveAnimatedWEBP", title="Save video", images=frames[0], filename_prefix=prefix, fps=fps,
+               lossless=False, quality=90)
+
+
 def bdia_video_wan21(g):
     g.note("""
         ## BDIA exact inversion: edit a video (Wan 2.1)
@@ -649,28 +676,7 @@ def bdia_video_wan21(g):
         clip = g.node("CLIPLoader", clip_name="umt5_xxl_fp8_e4m3fn_scaled.safetensors", type="wan")[0]
         vae = g.node("VAELoader", vae_name="wan_2.1_vae.safetensors")[0]
         latent = encode_image(g, vae, "clip.png", "clip (17 frames)")
-    with g.stage("2 · Prompts"):
-        neg = g.node("CLIPTextEncode", title="Negative prompt", text="blurry, static, distorted, low quality",
-                     clip=clip)
-        src = g.node("CLIPTextEncode", title="Source prompt (describes the clip)",
-                     text="a red car driving along a road past a tree on a sunny day, cartoon style", clip=clip)
-        edit = g.node("CLIPTextEncode", title="Edited prompt",
-                      text="a red car driving along a road past a tree on a snowy winter day, cartoon style",
-                      clip=clip)
-        src_guider = g.node("CFGGuider", model=model, positive=src[0], negative=neg[0], cfg=5.0)
-        edit_guider = g.node("CFGGuider", model=model, positive=edit[0], negative=neg[0], cfg=5.0)
-    with g.stage("3 · Invert exactly"):
-        sigmas = g.node("BasicScheduler", model=model, scheduler="simple", steps=30, denoise=0.8)
-        inv = g.node("InversionSuite_BDIAInvert", model=model, guider=src_guider[0], latent=latent,
-                     sigmas=sigmas[0], method="bdia", gamma=0.96)
-    with g.stage("4 · Regenerate with the edit"):
-        sampler = g.node("InversionSuite_BDIASampler", method="bdia", gamma=0.96, inversion=inv[1])
-        out = g.node("SamplerCustomAdvanced", noise=inv[0], guider=edit_guider[0], sampler=sampler[0],
-                     sigmas=sigmas[0], latent_image=latent)
-    with g.stage("5 · Decode and save the video"):
-        frames = g.node("VAEDecode", samples=out[0], vae=vae)
-        g.node("SaveAnimatedWEBP", title="Save video", images=frames[0], filename_prefix="inversion_suite/bdia_wan_edit",
-               fps=16.0, lossless=False, quality=90)
+    video_edit(g, model, clip, vae, latent, cfg=5.0, fps=16.0, prefix="inversion_suite/bdia_wan_edit")
 
 
 def masked_edit(g, family):
@@ -791,28 +797,7 @@ def bdia_video_hunyuan15(g):
                       clip_name2="byt5_small_glyphxl_fp16.safetensors", type="hunyuan_video_15")[0]
         vae = g.node("VAELoader", vae_name="hunyuanvideo15_vae_fp16.safetensors")[0]
         latent = encode_image(g, vae, "clip.png", "clip (17 frames)")
-    with g.stage("2 · Prompts"):
-        neg = g.node("CLIPTextEncode", title="Negative prompt", text="blurry, static, distorted, low quality",
-                     clip=clip)
-        src = g.node("CLIPTextEncode", title="Source prompt (describes the clip)",
-                     text="a red car driving along a road past a tree on a sunny day, cartoon style", clip=clip)
-        edit = g.node("CLIPTextEncode", title="Edited prompt",
-                      text="a red car driving along a road past a tree on a snowy winter day, cartoon style",
-                      clip=clip)
-        src_guider = g.node("CFGGuider", model=model, positive=src[0], negative=neg[0], cfg=1.0)
-        edit_guider = g.node("CFGGuider", model=model, positive=edit[0], negative=neg[0], cfg=1.0)
-    with g.stage("3 · Invert exactly"):
-        sigmas = g.node("BasicScheduler", model=model, scheduler="simple", steps=30, denoise=0.8)
-        inv = g.node("InversionSuite_BDIAInvert", model=model, guider=src_guider[0], latent=latent,
-                     sigmas=sigmas[0], method="bdia", gamma=0.96)
-    with g.stage("4 · Regenerate with the edit"):
-        sampler = g.node("InversionSuite_BDIASampler", method="bdia", gamma=0.96, inversion=inv[1])
-        out = g.node("SamplerCustomAdvanced", noise=inv[0], guider=edit_guider[0], sampler=sampler[0],
-                     sigmas=sigmas[0], latent_image=latent)
-    with g.stage("5 · Decode and save the video"):
-        frames = g.node("VAEDecode", samples=out[0], vae=vae)
-        g.node("SaveAnimatedWEBP", title="Save video", images=frames[0],
-               filename_prefix="inversion_suite/bdia_hunyuan_video15_edit", fps=24.0, lossless=False, quality=90)
+    video_edit(g, model, clip, vae, latent, cfg=1.0, fps=24.0, prefix="inversion_suite/bdia_hunyuan_video15_edit")
 
 
 # File name = the title the template browser shows; the number sets the order.
