@@ -271,7 +271,9 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
             (images that met ``tolerance``), the final intra-path residual and (``"inter-path"``) the inter-path loss, each the
             worst over the batch, and ``trace``: per iteration, the worst intra-path and inter-path values over the
             images still iterating; ``start``: per image, the ``WarmStart`` candidate its iteration started from, and
-            ``first_check``: the images that met ``tolerance`` at their first evaluation.
+            ``first_check``: the images that met ``tolerance`` at their first evaluation; ``runaway``: the images whose
+            handed-on state is beyond ``PLAUSIBLE`` times the scale of a state at σ' (``_plausible_norm``), a state
+            no sampler regenerates from (also in the callback's dict, so that a caller can stop there).
         on_call: optional ``on_call(held, used)`` before every model call: ``held`` the rows of the call's batch as
             indices into the images (``b + i`` for image i's second path), ``used`` the rows whose result the iteration
             takes (with ``shrink`` the same; without it the images still iterating).
@@ -350,9 +352,11 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
                 z[rows] = mixed
             active = active[keep]
         warm.solved_step(x, out, sigma, sigma_next, (inter_out if two_paths else intra_out) < tolerance)
+        runaway = (out.flatten(1).to(cap.dtype).norm(dim=1) > cap).nonzero().flatten().tolist()
         x = out
         if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigma_next, "sigma_hat": sigma_next, "denoised": denoised_out})
+            callback({"x": x, "i": i, "sigma": sigma_next, "sigma_hat": sigma_next, "denoised": denoised_out,
+                      "runaway": runaway})
         if return_info:
             final = inter_out if two_paths else intra_out
             steps.append({"step": i, "sigma": float(sigma_next), "model_calls": calls,
@@ -360,5 +364,6 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
                                 "iterations": int(iterations.max()), "converged": int((final < tolerance).sum()),
                                 "images": b, "intra": float(intra_out.max()),
                                 "inter": float(inter_out.max()) if two_paths else None, "trace": trace,
-                                "start": started, "first_check": int(((iterations == 1) & (final < tolerance)).sum())})
+                                "start": started, "first_check": int(((iterations == 1) & (final < tolerance)).sum()),
+                                "runaway": runaway})
     return (x, {"steps": steps}) if return_info else x

@@ -248,19 +248,26 @@ def check_finite_output(node, step, x, culprits="'latent', 'cfg' and 'sigmas'"):
 
 
 def checked_callback(node, callback, total, culprits="'latent', 'cfg' and 'sigmas'"):
-    """A core callback that first checks the step's state and prediction (``check_finite_output``)."""
+    """A core callback that first checks the step's state and prediction (``check_finite_output``) and stops where a
+    fixed-point step ran away (``runaway``, core.invert_fixed_point)."""
     def cb(d):
         where = f"the state at step {d['i'] + 1} of {total}"
         if d.get("sigma") is not None:
             where += f" (σ={float(d['sigma']):.4g})"
         check_finite_output(node, where, d.get("x"), culprits)
         check_finite_output(node, where.replace("the state", "the model's prediction"), d.get("denoised"), culprits)
+        if d.get("runaway"):
+            raise ValueError(f"{node}: {where} ran away on image(s) {d['runaway']}: beyond 100 times the scale of a "
+                             f"state at that σ, a state no sampler regenerates from. The model's fixed point is not a "
+                             f"state of natural scale (a model whose prediction barely depends on its input, such as "
+                             f"an untrained x̂₀ predictor); BDIA Invert inverts exactly without a fixed point")
         if callback is not None:
             callback(d)
     return cb
 
 
-def _sigma(s):
+def sigma_tensor(s):
+    """σ as the float32 scalar tensor ComfyUI's model_sampling methods take."""
     return torch.tensor(float(s), dtype=torch.float32)
 
 
@@ -269,7 +276,7 @@ def latent_weight(model_sampling, sigma, shape=(1, 1, 1, 1)):
     vanishes (flow at σ = 1), where the raw state is stored instead. Probed on one image of the latent's ``shape``:
     a sampling may read the latent's size (0.38's SenseNova scales its noise by the resolution)."""
     one = (1,) + tuple(shape[1:])
-    weight = float(model_sampling.noise_scaling(_sigma(sigma), torch.zeros(one), torch.ones(one)).flatten()[0])
+    weight = float(model_sampling.noise_scaling(sigma_tensor(sigma), torch.zeros(one), torch.ones(one)).flatten()[0])
     return weight if weight > 1e-6 else 1.0
 
 

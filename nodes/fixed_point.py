@@ -79,7 +79,8 @@ def solver(options, flow, guider):
 
 
 def fixed_point_report(node, diagnostics, calls, family):
-    """Cost per step in evaluations per image (batch elements evaluated), and the residuals."""
+    """Cost per step in evaluations per image (batch elements evaluated), and the residuals: at the first evaluation
+    (how close the warm start came; above the tolerance the step needs a second evaluation) and at the last."""
     steps = max(len(diagnostics), 1)
     per_image = sum(d["evaluations_per_image"] for d in diagnostics)
     converged = sum(d["converged"] for d in diagnostics)
@@ -93,11 +94,11 @@ def fixed_point_report(node, diagnostics, calls, family):
         counts = ", ".join(f"{name} {starts.count(name)}" for name in dict.fromkeys(starts))
         lines.append(f"warm start: {first}/{images} image-steps met the tolerance at their first evaluation "
                      f"(started from: {counts})")
-    lines.append("step  sigma      evals/image  iterations  intra-path  inter-path")
+    lines.append("step  sigma      evals/image  iterations  first check  intra-path  inter-path")
     for d in diagnostics:
         inter = "-" if d.get("inter") is None else f"{d['inter']:.2e}"
         lines.append(f"{d['step']:>4}  {d['sigma']:<9.4g}  {d['evaluations_per_image']:>11.2f}  {d['iterations']:>10}"
-                     f"  {d['intra']:.2e}    {inter}")
+                     f"  {d['trace'][0][0]:>11.2e}  {d['intra']:.2e}    {inter}")
     return "\n".join(lines)
 
 

@@ -40,8 +40,8 @@ import comfy.utils
 import latent_preview
 
 from ..core.frame import precise_dtype
-from .common import (_sigma, check_finite_output, check_latent, checked_callback, fail, latent_weight, model_family,
-                     refuse_packed)
+from .common import (check_finite_output, check_latent, checked_callback, fail, latent_weight, model_family,
+                     refuse_packed, sigma_tensor)
 
 try:
     from comfy_api.v0_0_2 import ComfyExtension, io
@@ -287,7 +287,7 @@ class InvertedNoise:
         if tuple(latent.shape) != tuple(self.x.shape):
             fail(self.node, "latent_image (of the sampler using this NOISE)",
                  f"must have the inverted shape {list(self.x.shape)}", f"shape {list(latent.shape)}")
-        ms, s = self.model_sampling, _sigma(self.sigma)
+        ms, s = self.model_sampling, sigma_tensor(self.sigma)
         latent_in = self.process_in(latent.float()) if torch.count_nonzero(latent) > 0 else torch.zeros_like(self.x)
         smax = float(ms.sigma_max)
         max_denoise = math.isclose(smax, self.sigma, rel_tol=1e-5) or self.sigma > smax

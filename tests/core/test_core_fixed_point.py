@@ -283,6 +283,12 @@ def test_a_runaway_iterate_is_not_reported_converged():
     step = info["steps"][0]
     assert float(top.norm()) > 1e3 * PLAUSIBLE * float(x0.norm())  # the runaway fixed point was reached
     assert step["converged"] == 0 and step["iterations"] == 10 and step["intra"] > 1e-4
+    assert step["runaway"] == [0]  # named in the info and in the callback, where the nodes stop (nodes.common)
+    seen = []
+    invert_fixed_point(barely, x0, torch.tensor([0.0, 0.5], dtype=torch.float64), max_iterations=10, disable=True,
+                       callback=lambda d: seen.append(d["runaway"]))
+    assert seen == [[0]]
     healthy, info = invert_fixed_point(lambda z, s, **kw: 0.5 * z, x0, torch.tensor([0.0, 0.5], dtype=torch.float64),
                                        max_iterations=10, tolerance=1e-4, return_info=True, disable=True)
     assert info["steps"][0]["converged"] == 1  # a state of natural scale is unaffected by the cap
+    assert info["steps"][0]["runaway"] == []

@@ -103,6 +103,14 @@ def test_fixed_point_round_trip(family, model):
     lat = latent(family)
     sigmas = hostlib.sigmas(model, 4)
     guider = hostlib.guider(model, family)
+    if family == "hidream_o1":  # no contraction to converge by on an untrained x̂₀ predictor (hostlib.X0_PREDICTION):
+        # its first step's fixed point lies at ~1e8 times a natural state, and the node stops there instead of
+        # handing it on (it regenerated with an error of about 1)
+        with torch.inference_mode(), pytest.raises(ValueError, match=r"FixedPointInvert: the state at step 1 of 4 "
+                                                                    r"\(σ=[0-9.]+\) ran away on image\(s\) \[0\]"):
+            FixedPointInvert.execute(model=model, latent=lat, sigmas=sigmas, guider=guider, **SOLVER)
+        record(family, "fixed_point", "n/a on an untrained x̂₀ predictor (refused: the state runs away)", na=True)
+        return
     with torch.inference_mode():
         inverted, noise, report = FixedPointInvert.execute(model=model, latent=lat, sigmas=sigmas, guider=guider,
                                                            **SOLVER).args[:3]
@@ -110,9 +118,10 @@ def test_fixed_point_round_trip(family, model):
     err = rel(rec, lat["samples"])
     print(f"{family}: fixed point {err:.2e}; {report.splitlines()[0]}")
     assert rec.shape == lat["samples"].shape == inverted["samples"].shape
-    if family in hostlib.X0_PREDICTION:  # no contraction to converge by on an untrained x̂₀ predictor (see there)
-        assert bool(torch.isfinite(rec).all())
-        record(family, "fixed_point", "n/a on an untrained x̂₀ predictor", na=True)
+    if family in hostlib.X0_PREDICTION:  # Z-Image pixel: the first step stays at natural scale but misses the tolerance
+        assert bool(torch.isfinite(rec).all()) and "3/4 image-steps met the tolerance" in report
+        record(family, "fixed_point", "n/a on an untrained x̂₀ predictor (its first step misses the tolerance)",
+               na=True)
         return
     assert record(family, "fixed_point", err, err <= 1e-2)
 
