@@ -20,3 +20,12 @@ def test_gpu_mode_at_reduced_depth():
         assert 2 <= int(by[(family, "FixedPointInvert (defaults)")][2]) <= 2 * 10
         assert by[(family, "BDIAInvert")][6].strip(" |") == "n/a (CPU)"
     assert by[("flux", "PostInversionOptimize, checkpointing on, 6×2 steps")][2] == "13"  # 6·2 steps + the final state
+
+
+def test_warm_start_table_reads_the_node_report():
+    """The README's warm-start row for the tiny SD1.5 at 8 steps, read from Fixed-Point Invert's report: the figures
+    the node test measures (2.81 per image per step, 0 of 16 image-steps met at the first evaluation)."""
+    text = benchmark.host_warm_start(["sd15"], [8])
+    row = [c.strip() for c in text.splitlines()[2].strip("|").split("|")]
+    assert len(row) == len(benchmark.WARM_HEADER) and row[:4] == ["sd15", "8", "2.81 (3.00 / 2.79)", "0/16"]
+    assert float(row[4]) > 1e-4 and float(row[5]) <= 1e-4  # first checks above the tolerance; the round trip within
