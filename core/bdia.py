@@ -11,6 +11,7 @@ it runs there in double-float instead: each latent is a pair ``(hi, lo)`` of flo
 about 48 bits, and the model sees ``hi``. A state may be handed in and out as such a pair (see
 :func:`sample_bdia`); a plain tensor comes back in its dtype, so on such a device an inversion handed over as
 tensors is rounded to float32, which costs the round trip its exactness (measured in tests/core/test_core_devices.py).
+The nodes hand the pair over in full: ``precise_state`` in, ``state_value`` to keep it on the CPU, ``state_on`` back.
 
 * BDIA: Zhang, Lewis, Kleijn, "Exact Diffusion Inversion via Bi-directional Integration
   Approximation" (ECCV 2024). In our frame (core/frame.py)
@@ -138,6 +139,33 @@ def _from_state(x, like):
         hi = x.to(dtype)
         return hi, (x - hi.double()).to(dtype)
     return (x[0] if isinstance(x, tuple) else x).to(like.dtype)
+
+
+def precise_state(x):
+    """A tensor as the state the recurrence keeps on its device: float64, or a double-float pair ``(x, 0)`` where
+    the device lacks float64. Handed to an inversion, it makes the inversion hand its pair back in that form."""
+    return _to_state(x, _compensated(x))
+
+
+def state_value(x):
+    """A state (a tensor, or a double-float pair) as one float64 tensor on the CPU, which has float64: a pair's
+    value hi + lo exactly."""
+    hi, lo = x if isinstance(x, (tuple, list)) else (x, None)
+    return hi.cpu().double() if lo is None else hi.cpu().double() + lo.cpu().double()
+
+
+def state_on(x, device):
+    """A float64 CPU tensor as the state on ``device``: float64 there, or the nearest double-float pair (hi the
+    float32 rounding of x, lo the float32 rounding of the rest) where the device lacks float64."""
+    if has_float64(device):
+        return x.to(device, torch.float64)
+    hi = x.float()
+    return hi.to(device), (x - hi.double()).float().to(device)
+
+
+def rounded(x, dtype=torch.float32):
+    """A state as one tensor of ``dtype`` on its device (a pair's hi + lo, rounded)."""
+    return (x[0] + x[1]).to(dtype) if isinstance(x, (tuple, list)) else x.to(dtype)
 
 
 def _compensated(x):

@@ -69,18 +69,20 @@ def sample_fn(model, x, sigmas, extra_args=None, callback=None, disable=None, me
     # evaluates); O-BELM's top state on a zero-SNR model (CogVideoX) is ~σ_max² ≈ 3e7, past check_samples' VAE bound
     if inversion is None:
         check_samples(node, "latent_image (of SamplerCustomAdvanced)", x, base)
-    x_below = None
-    precise = core.frame.precise_dtype(x.device)  # float64, or float32 on a device without it (MPS, DirectML)
+    # the recurrence's state: float64, or a double-float pair on a device without it (MPS, DirectML)
+    start, x_below = core.bdia.precise_state(x), None
     if inversion is not None:
         check_inversion(node, inversion, family_signature(base), sigmas, x, method, gamma)
-        x, x_below = inversion.x_top.to(x.device, precise), inversion.x_below.to(x.device, precise)
+        start = core.bdia.state_on(inversion.x_top, x.device)
+        x_below = core.bdia.state_on(inversion.x_below, x.device)
     preview = None if callback is None else (
         lambda d: callback({**d, "x": d["x"].float(), "denoised": d["denoised"].float()}))
     cb = checked_callback(node, preview, len(sigmas) - 1, "'gamma' and SamplerCustomAdvanced's 'sigmas' and latent")
-    out = _run_core(True, wrap_denoiser(model), x.to(precise), sigmas.to(precise), extra_args, cb, disable, method,
-                    gamma, flow, x_below=x_below)
+    precise = core.frame.precise_dtype(x.device)
+    out = core.bdia.rounded(_run_core(True, wrap_denoiser(model), start, sigmas.to(precise), extra_args, cb, disable,
+                                      method, gamma, flow, x_below=x_below))
     check_finite_output(node, "the final state", out, "'gamma' and SamplerCustomAdvanced's 'sigmas' and latent")
-    return out.float()
+    return out
 
 
 class BDIASampler(io.ComfyNode):
@@ -138,13 +140,15 @@ class BDIAInvert(io.ComfyNode):
         samples, descending = opened.latent("latent", latent), check_sigmas("BDIAInvert", sigmas)
 
         def run(model_fn, x, s, extra_args, callback):
-            top, below = _run_core(False, model_fn, x, s, extra_args, callback, True, method, gamma, opened.flow)
-            return top, below
+            # from the precise state, so that a device without float64 hands its double-float pair back whole
+            top, below = _run_core(False, model_fn, core.bdia.precise_state(x), s, extra_args, callback, True, method,
+                                   gamma, opened.flow)
+            return core.bdia.rounded(top, x.dtype), (core.bdia.state_value(top), core.bdia.state_value(below))
         ran = opened.run(run, samples, descending.flip(0))
-        check_finite_output("BDIAInvert", "the inverted pair", ran.info)
+        top, below = ran.info
+        check_finite_output("BDIAInvert", "the inverted pair", below)
         sigma_top = float(descending[0])
-        inversion = BDIAInversion(method, gamma, family_signature(opened.patcher), descending, ran.state,
-                                  ran.info)
+        inversion = BDIAInversion(method, gamma, family_signature(opened.patcher), descending, top, below)
         text = (f"BDIAInvert: {method}{'' if method != 'bdia' else f' γ={gamma}'}, {len(descending) - 1} steps, "
                 f"{ran.calls} model calls")
         return io.NodeOutput(opened.noise(ran.state, sigma_top), inversion, opened.noisy(latent, ran.state, sigma_top),
