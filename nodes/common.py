@@ -221,7 +221,7 @@ def check_bool(node, name, value):
 def widgets(node_class, values):
     """The widget values among ``values`` (a node's ``execute`` arguments), each checked against its own declaration
     in the node's schema (one rule, said once): INT and FLOAT within their declared min/max (INT whole), COMBO one of
-    its options, BOOLEAN a bool. Returned converted (INT widgets as int), keyed by input name."""
+    its options, BOOLEAN a bool, STRING a str. Returned converted (INT widgets as int), keyed by input name."""
     schema = node_class.define_schema()
     node = schema.node_id.replace("InversionSuite_", "")
     out = {}
@@ -236,6 +236,10 @@ def widgets(node_class, values):
             out[name] = check_choice(node, name, value, widget.options)
         elif kind == "BOOLEAN":
             out[name] = check_bool(node, name, value)
+        elif kind == "STRING":
+            if not isinstance(value, str):
+                fail(node, name, "must be a string", type(value).__name__)
+            out[name] = value
     return out
 
 

@@ -184,87 +184,116 @@ class AttentionEditInject(io.ComfyNode):
         options = widgets(cls, locals())
         mask, mask_options = check_mask(node, mask, options)
         arch, layers, unsupported = classify(model)
+        previous = existing_config(model)
         if arch == "latent":
             if mask is None:
                 fail(node, "mask", f"is required on this model: its attention cannot be edited (it {unsupported}); "
                                    f"with a mask the edit changes the masked region only")
             plan = InjectPlan(record, frozenset(), 0.0, 0.0, "word swap", None, None, False, mask=mask,
                               mask_options=mask_options, background=False)
-            previous = existing_config(model)
             patched = install(model, EditConfig(previous.record if previous else None, plan), arch, frozenset(), node)
-            text = (f"{node}: masked edit ({mask_text(mask, mask_options)}); attention not edited on this model. "
-                    f"One model evaluation per image per step; the mask adds none.")
-            return io.NodeOutput(patched, text)
-        if cross_mode not in MODES:
-            fail(node, "cross_mode", f"must be one of {MODES}", cross_mode)
-        if self_steps > 0 and not record.self_attention:
-            fail(node, "self_steps", "must be 0: the record holds no self-attention/values (turn them on in Record)")
-        if inject_keys and not record.keys:
-            fail(node, "inject_keys", "needs keys in the record (Record's keys switch, DiTs only)")
-        if arch == "unet" and cross_steps > 0 and not record.cross:
-            fail(node, "cross_steps", "must be 0: the record holds no cross-attention maps")
-        for name, value in (("self_steps", self_steps), ("cross_steps", cross_steps if arch == "unet" else 0.0)):
-            if value > record.fraction:
-                fail(node, name, f"must not exceed the recorded fraction of steps ({record.fraction})", value)
-        spec = (blocks or "").strip()
-        chosen = record.layers if spec in ("", "all") else select_layers(node, "blocks", spec, layers, "all")
-        if not chosen <= record.layers:
-            missing = ", ".join(layer_name(x) for x in sorted(chosen - record.layers))
-            fail(node, "blocks", "must be recorded layers", f"{missing} not recorded")
-        alignment = scales = None
-        texts = bool(source_text.strip()) and bool(edit_text.strip())
-        if arch == "unet" and cross_steps > 0:
-            if (cross_mode == "refine" or reweight.strip()) and (clip is None or not texts):
-                fail(node, "clip", f"is required, with source_text and edit_text, for "
-                                   f"{'refine' if cross_mode == 'refine' else 'reweight'}")
-            if clip is not None and texts:
-                src, edit = token_ids(clip, source_text), token_ids(clip, edit_text)
-                if cross_mode == "word swap" and A.content_length(src) != A.content_length(edit):
-                    fail(node, "edit_text", "must have as many tokens as source_text for a word swap (use refine "
-                                            "for prompts of different lengths)",
-                         f"{A.content_length(edit)} vs {A.content_length(src)}")
-                if cross_mode == "refine":
-                    alignment = A.token_alignment(src, edit)
-                if reweight.strip():
-                    scales = parse_reweight(node, clip, reweight, edit)
-        blend = None
-        if blend_words.strip():
-            if arch != "unet" or not record.cross:
-                fail(node, "blend_words", "needs a UNet record with cross-attention maps (local blend is P2P's, "
-                                          "SD1.x/SDXL)")
-            if clip is None or not texts:
-                fail(node, "clip", "is required, with source_text and edit_text, for a local blend")
-            src, edit = token_ids(clip, source_text), token_ids(clip, edit_text)
-            positions = ([], [])
-            for word in (w.strip() for w in blend_words.split(",")):
-                if word:
-                    found = A.find_tokens(src, word_ids(clip, word)), A.find_tokens(edit, word_ids(clip, word))
-                    if not (found[0] or found[1]):
-                        fail(node, "blend_words", f"names '{word}', which is in neither source_text nor edit_text")
-                    positions[0].extend(found[0])
-                    positions[1].extend(found[1])
-            blend = (positions[0], positions[1], blend_threshold)
+            return io.NodeOutput(patched, f"{node}: masked edit ({mask_text(mask, mask_options)}); attention not "
+                                          f"edited on this model. One model evaluation per image per step; the mask "
+                                          f"adds none.")
+        cross_steps = cross_steps if arch == "unet" else 0.0
+        check_steps(node, record, arch, options, cross_steps)
+        chosen = chosen_layers(node, record, blocks, layers)
+        alignment, scales = token_plan(node, clip, arch, options, cross_steps)
+        blend = local_blend(node, record, arch, clip, options)
         use_background = mask is not None and background == BACKGROUND[0]
-        plan = InjectPlan(record, chosen, self_steps, cross_steps if arch == "unet" else 0.0, cross_mode, alignment,
-                          scales, inject_keys, blend, mask=mask, mask_options=mask_options, background=use_background)
-        previous = existing_config(model)
+        plan = InjectPlan(record, chosen, self_steps, cross_steps, cross_mode, alignment, scales, inject_keys, blend,
+                          mask=mask, mask_options=mask_options, background=use_background)
         patched = install(model, EditConfig(previous.record if previous else None, plan), arch, chosen, node)
-        what = (f"self-attention maps for the first {self_steps:.0%} of steps, cross-attention ({cross_mode}"
-                f"{', reweighted' if scales is not None else ''}) for the first {cross_steps:.0%}"
-                if arch == "unet" else
-                f"image {'values and keys' if inject_keys else 'values'} for the first {self_steps:.0%} of steps")
-        if blend is not None:
-            what += f"; local blend on '{blend_words.strip()}' (threshold {blend_threshold})"
-        if mask is not None:
-            kinds = {"unet": [n for n, k in (("keys", "self"), ("values", "self_v")) if record.wants(k)],
-                     "dit": [n for n, k in (("keys", "k"), ("values", "v")) if record.wants(k)]}[arch]
-            what += f"; masked ({mask_text(mask, mask_options)}), background " + (
-                f"{' and '.join(kinds)} from the source in the recorded layers and first {record.fraction:.0%} of "
-                f"steps" if use_background and kinds else "in the latent only" if not use_background else
-                "in the latent only (the record holds no keys or values)")
-        text = (f"{node}: {what}, in {len(chosen)} layers; one model evaluation per image per step (the source "
-                f"branch was recorded, not recomputed).")
-        return io.NodeOutput(patched, text)
+        return io.NodeOutput(patched, plan_text(node, record, plan, arch, options, mask_options))
+
+
+def check_steps(node, record, arch, options, cross_steps):
+    """The step fractions and switches against what the record holds."""
+    if options["self_steps"] > 0 and not record.self_attention:
+        fail(node, "self_steps", "must be 0: the record holds no self-attention/values (turn them on in Record)")
+    if options["inject_keys"] and not record.keys:
+        fail(node, "inject_keys", "needs keys in the record (Record's keys switch, DiTs only)")
+    if arch == "unet" and cross_steps > 0 and not record.cross:
+        fail(node, "cross_steps", "must be 0: the record holds no cross-attention maps")
+    for name, value in (("self_steps", options["self_steps"]), ("cross_steps", cross_steps)):
+        if value > record.fraction:
+            fail(node, name, f"must not exceed the recorded fraction of steps ({record.fraction})", value)
+
+
+def chosen_layers(node, record, blocks, layers):
+    """The layers the ``blocks`` widget names ('all': every recorded one), which must all be recorded."""
+    spec = (blocks or "").strip()
+    chosen = record.layers if spec in ("", "all") else select_layers(node, "blocks", spec, layers, "all")
+    if not chosen <= record.layers:
+        missing = ", ".join(layer_name(x) for x in sorted(chosen - record.layers))
+        fail(node, "blocks", "must be recorded layers", f"{missing} not recorded")
+    return chosen
+
+
+def _texts(options):
+    return bool(options["source_text"].strip()) and bool(options["edit_text"].strip())
+
+
+def token_plan(node, clip, arch, options, cross_steps):
+    """Prompt-to-Prompt's token work on UNets: (alignment for refine, scales for reweight), each None if unused; a
+    word swap's prompts must have as many tokens."""
+    if arch != "unet" or cross_steps <= 0:
+        return None, None
+    mode, reweight = options["cross_mode"], options["reweight"].strip()
+    if (mode == "refine" or reweight) and (clip is None or not _texts(options)):
+        fail(node, "clip", "is required, with source_text and edit_text, for "
+                           f"{'refine' if mode == 'refine' else 'reweight'}")
+    if clip is None or not _texts(options):
+        return None, None
+    src, edit = token_ids(clip, options["source_text"]), token_ids(clip, options["edit_text"])
+    if mode == "word swap" and A.content_length(src) != A.content_length(edit):
+        fail(node, "edit_text", "must have as many tokens as source_text for a word swap (use refine for prompts of "
+                                "different lengths)", f"{A.content_length(edit)} vs {A.content_length(src)}")
+    alignment = A.token_alignment(src, edit) if mode == "refine" else None
+    return alignment, parse_reweight(node, clip, reweight, edit) if reweight else None
+
+
+def local_blend(node, record, arch, clip, options):
+    """P2P's local blend: (source token positions, edit token positions, threshold) of ``blend_words``, or None."""
+    words = options["blend_words"].strip()
+    if not words:
+        return None
+    if arch != "unet" or not record.cross:
+        fail(node, "blend_words", "needs a UNet record with cross-attention maps (local blend is P2P's, SD1.x/SDXL)")
+    if clip is None or not _texts(options):
+        fail(node, "clip", "is required, with source_text and edit_text, for a local blend")
+    src, edit = token_ids(clip, options["source_text"]), token_ids(clip, options["edit_text"])
+    positions = ([], [])
+    for word in (w.strip() for w in words.split(",")):
+        if word:
+            found = A.find_tokens(src, word_ids(clip, word)), A.find_tokens(edit, word_ids(clip, word))
+            if not (found[0] or found[1]):
+                fail(node, "blend_words", f"names '{word}', which is in neither source_text nor edit_text")
+            positions[0].extend(found[0])
+            positions[1].extend(found[1])
+    return positions[0], positions[1], options["blend_threshold"]
+
+
+def plan_text(node, record, plan, arch, options, mask_options):
+    """The plan output: what is injected where, and the cost."""
+    mask = plan.mask
+    self_steps, cross_steps = options["self_steps"], options["cross_steps"]
+    what = (f"self-attention maps for the first {self_steps:.0%} of steps, cross-attention ({options['cross_mode']}"
+            f"{', reweighted' if plan.scales is not None else ''}) for the first {cross_steps:.0%}"
+            if arch == "unet" else
+            f"image {'values and keys' if options['inject_keys'] else 'values'} for the first {self_steps:.0%} of "
+            f"steps")
+    if plan.blend is not None:
+        what += f"; local blend on '{options['blend_words'].strip()}' (threshold {options['blend_threshold']})"
+    if mask is not None:
+        kinds = {"unet": [n for n, k in (("keys", "self"), ("values", "self_v")) if record.wants(k)],
+                 "dit": [n for n, k in (("keys", "k"), ("values", "v")) if record.wants(k)]}[arch]
+        what += f"; masked ({mask_text(mask, mask_options)}), background " + (
+            f"{' and '.join(kinds)} from the source in the recorded layers and first {record.fraction:.0%} of "
+            f"steps" if plan.background and kinds else "in the latent only" if not plan.background else
+            "in the latent only (the record holds no keys or values)")
+    return (f"{node}: {what}, in {len(plan.layers)} layers; one model evaluation per image per step (the source "
+            f"branch was recorded, not recomputed).")
 
 
 def check_mask(node, mask, widget_values):

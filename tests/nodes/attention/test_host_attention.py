@@ -368,6 +368,9 @@ def test_bad_input_is_a_clear_error():
         inject(model, store, self_steps=-0.1)
     with pytest.raises(ValueError, match=r"AttentionEditInject: input 'cross_steps' must be in \[0.0, 1.0\]"):
         inject(model, store, cross_steps=1.2)
+    for name in ("reweight", "blend_words", "source_text", "blocks"):  # an API prompt with a number for a text
+        with pytest.raises(ValueError, match=rf"AttentionEditInject: input '{name}' must be a string, got int"):
+            inject(model, store, **{name: 5})
     edit_model, _ = inject(model, store, 1.0)
     with pytest.raises(ValueError, match=r"AttentionEditInject: input 'record' is empty"):
         regenerate(edit_model, "sd15", hostlib.disable_noise(), None, sigmas, latent)
