@@ -147,6 +147,41 @@ def host_warm_start(families=None, step_counts=WARM_STEPS):
     return table(WARM_HEADER, rows)
 
 
+def prediction_floor(families=None, steps=28):
+    """Why a tiny random-weight model's step costs two evaluations: between consecutive solved steps its ε changes by
+    ε(x_{k+1}, σ_{k+1}) − ε(x_k, σ_k), split here into the σ part ε(x_k, σ_{k+1}) − ε(x_k, σ_k) (one extra model call
+    per step, outside the inversion) and the rest (the state's move). A prediction from the steps before can follow
+    the state's move, not a change in σ that random time-embedding weights make irregular. Fixed-Point Invert's
+    defaults, batch 2, cfg 1; medians over the steps after the third, relative to ‖ε‖."""
+    comfyui_host.use_comfyui()
+    from inversion_suite.core.frame import batch_sigma
+    from inversion_suite.nodes import tiny
+    from inversion_suite.nodes.fixed_point import MAX_ITERATIONS, TOLERANCE
+    from inversion_suite.nodes.host import open_model
+    rows = []
+    for family in families or tiny.FAMILIES:
+        model = tiny.tiny_model(family)
+        opened = open_model("benchmark", guider=tiny.guider(model, family, 1.0))
+        sigmas = tiny.sigmas(model, steps).flip(0)
+        parts = []
+
+        def run(denoiser, x, s, extra_args, callback):
+            states = [x]
+            top = core.invert_fixed_point(denoiser, x, s, extra_args, lambda d: states.append(d["x"]), disable=True,
+                                          flow=opened.flow, max_iterations=MAX_ITERATIONS, tolerance=TOLERANCE)
+            eps = [(states[k + 1] - states[k]) / (s[k + 1] - s[k]) for k in range(len(s) - 1)]
+            for k in range(3, len(s) - 1):
+                frozen = (states[k] - denoiser(states[k], batch_sigma(x, s[k + 1]), **extra_args)) / s[k + 1]
+                scale = float(eps[k].norm())
+                parts.append((float((eps[k] - eps[k - 1]).norm()) / scale,
+                              float((frozen - eps[k - 1]).norm()) / scale, float((eps[k] - frozen).norm()) / scale))
+            return top
+        opened.run(run, tiny.image_latent(family)["samples"], sigmas)
+        medians = [sorted(column)[len(column) // 2] for column in zip(*parts)]
+        rows.append([family, steps] + [f"{m:.1e}" for m in medians])
+    return table(["model", "steps", "‖Δε‖ / ‖ε‖ between steps", "σ part (state held)", "state's move (σ held)"], rows)
+
+
 def intra_versus_inter(steps=20, tol=1e-4):
     """When does the intra-path rule stop where the paper's inter-path rule would not? Both paths plain Picard
     (the paper); from each step's trace, the iteration at which ‖f(z) − z‖ first fell below ``tol`` against the one
@@ -650,6 +685,8 @@ def main():
         print("\n## Tiny ComfyUI models through the nodes at their defaults (batch 2, 8 steps)\n\n" + rows)
         print("\n## Fixed-point warm start at the node defaults, tiny ComfyUI models (batch 2, cfg 1)\n\n"
               + host_warm_start())
+        print("\n## What a prediction can follow: the change of ε between steps, tiny ComfyUI models\n\n"
+              + prediction_floor())
         print("\n## Post-inversion optimisation memory, 64×64 latent\n\n" + memory)
         timings += [("Tiny ComfyUI models: everything but the model ÷ model time", host_timing),
                     ("Post-inversion optimisation backward, 64×64 latent", backward)]

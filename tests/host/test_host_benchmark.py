@@ -1,8 +1,10 @@
-"""Host tier: the benchmark's GPU mode runs, at reduced depth on CPU, through every node it measures."""
+"""Host tier: the benchmark's GPU mode runs, at reduced depth on CPU, through every node it measures; its warm-start
+rows read the node's report; its prediction-floor table splits the change of the model output."""
 import pathlib
 import sys
 
 import hostlib
+import pytest
 
 hostlib.require_comfyui()
 
@@ -29,3 +31,11 @@ def test_warm_start_table_reads_the_node_report():
     row = [c.strip() for c in text.splitlines()[2].strip("|").split("|")]
     assert len(row) == len(benchmark.WARM_HEADER) and row[:4] == ["sd15", "8", "2.81 (3.00 / 2.79)", "0/16"]
     assert float(row[4]) > 1e-4 and float(row[5]) <= 1e-4  # first checks above the tolerance; the round trip within
+
+
+def test_prediction_floor_splits_the_change_of_the_model_output():
+    """The benchmark's explanation of the tiny models' two evaluations per step: on the tiny Flux at 28 steps ε changes
+    by ~4 % between steps, mostly with σ at a held state (measured 3.5e-2 of 3.9e-2; the state's move 1.1e-2)."""
+    text = benchmark.prediction_floor(["flux"], 28)
+    total, sigma_part, move = (float(c) for c in text.splitlines()[2].strip("|").split("|")[2:5])
+    assert total == pytest.approx(3.9e-2, rel=0.05) and sigma_part > 3 * move
