@@ -109,7 +109,7 @@ def test_fixed_point_round_trip(family, model):
         with torch.inference_mode(), pytest.raises(ValueError, match=r"FixedPointInvert: the state at step 1 of 4 "
                                                                     r"\(σ=[0-9.]+\) ran away on image\(s\) \[0\]"):
             FixedPointInvert.execute(model=model, latent=lat, sigmas=sigmas, guider=guider, **SOLVER)
-        record(family, "fixed_point", "n/a on an untrained x̂₀ predictor (refused: the state runs away)", na=True)
+        record(family, "fixed_point", "n/a on an untrained x̂₀ predictor: refused, the state runs away", na=True)
         return
     with torch.inference_mode():
         inverted, noise, report = FixedPointInvert.execute(model=model, latent=lat, sigmas=sigmas, guider=guider,
@@ -120,7 +120,7 @@ def test_fixed_point_round_trip(family, model):
     assert rec.shape == lat["samples"].shape == inverted["samples"].shape
     if family in hostlib.X0_PREDICTION:  # Z-Image pixel: the first step stays at natural scale but misses the tolerance
         assert bool(torch.isfinite(rec).all()) and "3/4 image-steps met the tolerance" in report
-        record(family, "fixed_point", "n/a on an untrained x̂₀ predictor (its first step misses the tolerance)",
+        record(family, "fixed_point", "n/a on an untrained x̂₀ predictor: its first step misses the tolerance",
                na=True)
         return
     assert record(family, "fixed_point", err, err <= 1e-2)
