@@ -171,7 +171,8 @@ def prediction_floor(families=None, steps=28):
                                           flow=opened.flow, max_iterations=MAX_ITERATIONS, tolerance=TOLERANCE)
             eps = [(states[k + 1] - states[k]) / (s[k + 1] - s[k]) for k in range(len(s) - 1)]
             for k in range(3, len(s) - 1):
-                frozen = (states[k] - denoiser(states[k], batch_sigma(x, s[k + 1]), **extra_args)) / s[k + 1]
+                with torch.no_grad():
+                    frozen = (states[k] - denoiser(states[k], batch_sigma(x, s[k + 1]), **extra_args)) / s[k + 1]
                 scale = float(eps[k].norm())
                 parts.append((float((eps[k] - eps[k - 1]).norm()) / scale,
                               float((frozen - eps[k - 1]).norm()) / scale, float((eps[k] - frozen).norm()) / scale))
