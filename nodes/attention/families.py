@@ -82,13 +82,7 @@ class Layout:
 
     def patch(self, dm):
         """The patch size per latent axis (int or tuple), as ``core.mask.token_mask`` takes it."""
-        if self._patch is not None:
-            return self._patch(dm)
-        for obj in (dm, getattr(dm, "x_embedder", None)):
-            p = getattr(obj, "patch_size", None)
-            if isinstance(p, int) or (isinstance(p, (tuple, list)) and all(isinstance(x, int) for x in p)):
-                return p
-        return 1
+        return self._patch(dm) if self._patch is not None else declared_patch(dm)
 
     def tokens(self, dm, shape):
         """Image tokens of a latent of ``shape`` ([B, C, (T,) H, W]): its patches in row-major order, rounded up to the
@@ -105,6 +99,15 @@ class Layout:
         how = {"dit": "a patches_replace['dit'] stamp per block", "count": "the attention calls' order in a model call",
                "native": "the block ComfyUI stamps into transformer_options"}[self.placement]
         return f"{self.family}: token order {ORDERS[self.order(dm)]}, blocks found by {how}"
+
+
+def declared_patch(dm):
+    """The patch size a diffusion model declares (on itself or its ``x_embedder``), int or per-axis tuple; 1 if none."""
+    for obj in (dm, getattr(dm, "x_embedder", None)):
+        p = getattr(obj, "patch_size", None)
+        if isinstance(p, int) or (isinstance(p, (tuple, list)) and all(isinstance(x, int) for x in p)):
+            return p
+    return 1
 
 
 def _flipped(dm):

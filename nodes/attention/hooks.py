@@ -11,7 +11,7 @@ from ...core import attention as A
 from ...core import mask as M
 from ..common import fail
 from .constants import CONFIG, FORWARD, IMAGE_LENGTH, INJECT, RECORD, STAMP, TEXT_LENGTH, WRAPPER
-from .families import IMAGE_FIRST, IMAGE_ONLY, TEXT_FIRST
+from .families import IMAGE_FIRST, IMAGE_ONLY, TEXT_FIRST, declared_patch
 from .layers import dit_layout, layer_name
 from .record import CallState
 
@@ -368,13 +368,7 @@ def patch_size(patcher):
     it; 1 when it declares none."""
     dm = patcher.model.diffusion_model
     layout = dit_layout(patcher)
-    if layout is not None:
-        return layout.patch(dm)
-    for obj in (dm, getattr(dm, "x_embedder", None)):
-        p = getattr(obj, "patch_size", None)
-        if isinstance(p, int) or (isinstance(p, (tuple, list)) and all(isinstance(x, int) for x in p)):
-            return p
-    return 1
+    return layout.patch(dm) if layout is not None else declared_patch(dm)
 
 
 def begin_mask(plan, guider, noise, kwargs):

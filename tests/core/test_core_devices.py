@@ -89,6 +89,17 @@ def round_trip(method, flow, model, x, sigmas, pair):
     return sample_obelm(model, top, sigmas, x_below=below, disable=True)
 
 
+def watched_round_trip(watch, method, flow, pair):
+    """The float32 round trip of ``setup(flow)``'s latent on the float64-less CPU under ``watch`` (which must see no
+    float64 made); the CPU has float64 again afterwards. Returns (model, sigmas, x, the latent back)."""
+    model, sigmas, x = setup(flow)
+    with watch:
+        again = round_trip(method, flow, float32_network(model, watch), x, sigmas.float(), pair=pair)
+    assert watch.created == []
+    frame.FLOAT64_LESS.discard("cpu")
+    return model, sigmas, x, again
+
+
 def setup(flow):
     model = make_mixture(flow=flow)
     sigmas = flow_sigmas(STEPS) if flow else ve_sigmas(STEPS)
@@ -108,12 +119,9 @@ def setup(flow):
 @pytest.mark.parametrize("flow", [False, True], ids=["eps", "flow"])
 @pytest.mark.parametrize("method", ["bdia", "obelm"])
 def test_round_trip_creates_no_float64_and_keeps_48_bits(float64_less, method, flow):
-    model, sigmas, x = setup(flow)
-    with float64_less:
-        again = round_trip(method, flow, float32_network(model, float64_less), x, sigmas.float(), pair=True)
-    assert float64_less.created == []
+    model, sigmas, x, again = watched_round_trip(float64_less, method, flow, pair=True)
     assert isinstance(again, tuple) and all(t.dtype == torch.float32 for t in again)
-    frame.FLOAT64_LESS.discard("cpu")  # measured in float64; and the same round trip in float64, for the report
+    # measured in float64; and the same round trip in float64, for the report
     err = float(rel_rms(again[0].double() + again[1].double(), x.double()).max())
     exact = round_trip(method, flow, lambda z, s, **kw: model(z, s).float().double(), x.double(), sigmas, pair=False)
     reference = float(rel_rms(exact, x.double()).max())
@@ -126,11 +134,8 @@ def test_round_trip_creates_no_float64_and_keeps_48_bits(float64_less, method, f
 @pytest.mark.parametrize("method", ["bdia", "obelm"])
 def test_plain_tensor_hand_over_rounds_the_pair_to_float32(float64_less, method, flow):
     """A tensor in is a tensor out: the inverted pair comes back as its float32 ``hi``, which costs exactness."""
-    model, sigmas, x = setup(flow)
-    with float64_less:
-        again = round_trip(method, flow, float32_network(model, float64_less), x, sigmas.float(), pair=False)
-    assert float64_less.created == [] and again.dtype == torch.float32
-    frame.FLOAT64_LESS.discard("cpu")
+    _, _, x, again = watched_round_trip(float64_less, method, flow, pair=False)
+    assert again.dtype == torch.float32
     err = float(rel_rms(again, x).max())
     print(f"{method} flow={flow}: round trip with a float32 hand-over {err:.2e}")
     assert 0 < err <= 1e-5
