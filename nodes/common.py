@@ -9,6 +9,7 @@ import torch
 
 import comfy.model_sampling
 
+from ..core.fixed_point import PLAUSIBLE
 from ..core.frame import schedule_fault
 
 CATEGORY = "sampling/inversion suite"
@@ -261,8 +262,8 @@ def checked_callback(node, callback, total, culprits="'latent', 'cfg' and 'sigma
         check_finite_output(node, where, d.get("x"), culprits)
         check_finite_output(node, where.replace("the state", "the model's prediction"), d.get("denoised"), culprits)
         if d.get("runaway"):
-            raise ValueError(f"{node}: {where} ran away on image(s) {d['runaway']}: beyond 100 times the scale of a "
-                             f"state at that σ, a state no sampler regenerates from. The model's fixed point is not a "
+            raise ValueError(f"{node}: {where} ran away on image(s) {d['runaway']}: beyond {PLAUSIBLE:g} times the "
+                             f"scale of a state at that σ, a state no sampler regenerates from. The model's fixed point is not a "
                              f"state of natural scale (a model whose prediction barely depends on its input, such as "
                              f"an untrained x̂₀ predictor); BDIA Invert inverts exactly without a fixed point")
         if callback is not None:
