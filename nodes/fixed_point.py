@@ -74,7 +74,7 @@ def solver(options, flow, guider):
         return core.invert_fixed_point(model, x, sigmas, extra_args, callback, disable=True, flow=flow,
                                        generator=generator, shrink=not per_image_conditioning(guider),
                                        on_call=lambda *rows: transformer_options.__setitem__(BATCH_ROWS, rows),
-                                       return_info=True, **solve)
+                                       precision=model.precision, return_info=True, **solve)
     return run
 
 
@@ -85,9 +85,14 @@ def fixed_point_report(node, diagnostics, calls, family):
     per_image = sum(d["evaluations_per_image"] for d in diagnostics)
     converged = sum(d["converged"] for d in diagnostics)
     images = sum(d["images"] for d in diagnostics)
+    at_floor = sum(d.get("at_floor", 0) for d in diagnostics)
     lines = [f"{node}: {len(diagnostics)} steps, {per_image:.1f} model evaluations per image "
              f"({per_image / steps:.2f} per image per step; {calls} model calls), {converged}/{images} image-steps "
              f"met the tolerance ({family})"]
+    if at_floor:
+        floor = max(d.get("floor", 0.0) for d in diagnostics)
+        lines.append(f"rounding floor: {at_floor} of them stopped at the floor the model's own arithmetic sets, above "
+                     f"the tolerance (up to {floor:.1e}: no iteration gets below it at this precision)")
     starts = [name for d in diagnostics for name in d.get("start", [])]
     if starts:
         first = sum(d.get("first_check", 0) for d in diagnostics)

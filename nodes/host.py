@@ -205,13 +205,23 @@ def make_guider(node, model, positive=None, negative=None, cfg=1.0, guider=None)
     return g
 
 
+def unit_roundoff(base_model):
+    """The unit roundoff of the arithmetic a comfy BaseModel computes in: its manual-cast dtype where its weights are
+    stored in another (fp8), else its weights' dtype. 2⁻²⁴ for float32, 2⁻¹¹ float16, 2⁻⁸ bfloat16."""
+    dtype = getattr(base_model, "manual_cast_dtype", None) or base_model.get_dtype()
+    return torch.finfo(dtype).eps / 2 if dtype.is_floating_point else 0.0
+
+
 def wrap_denoiser(model_wrap, dtype=torch.float32, counter=None):
-    """The guider as a core ``model(x, sigma)``: casts to the model's dtype, counts calls, honours Cancel."""
+    """The guider as a core ``model(x, sigma)``: casts to the model's dtype, counts calls, honours Cancel. Its
+    ``precision`` is the unit roundoff of the model's arithmetic (``unit_roundoff``)."""
     def model(x, sigma, **extra_args):
         comfy.model_management.throw_exception_if_processing_interrupted()
         if counter is not None:
             counter["calls"] += 1
         return model_wrap(x.to(dtype), sigma.to(dtype), **extra_args).to(x.dtype)
+    inner = getattr(model_wrap, "inner_model", None)
+    model.precision = 0.0 if inner is None else unit_roundoff(inner)
     return model
 
 

@@ -269,14 +269,14 @@ def channels(family):
 WEIGHT_SCALE = {"cogvideox": 0.15, "ernie_image": 0.2}
 
 
-def tiny_model(family, seed=0, scale=None):
+def tiny_model(family, seed=0, scale=None, dtype=torch.float32):
     """A ModelPatcher around a tiny random-weight model of ``family`` (any of host_families()), built with ComfyUI's
-    own supported_models class; weights N(0, scale²) (WEIGHT_SCALE, else 0.05)."""
+    own supported_models class; weights N(0, scale²) (WEIGHT_SCALE, else 0.05), computing in ``dtype``."""
     scale = WEIGHT_SCALE.get(family, 0.05) if scale is None else scale
     import comfy.model_management as mm
     import comfy.model_patcher
     config = _config(family)
-    config.set_inference_dtype(torch.float32, None)
+    config.set_inference_dtype(dtype, None)
     # SD2 tells v-prediction from ε by the spread of one norm bias in the checkpoint
     state_dict = {"output_blocks.11.1.transformer_blocks.0.norm1.bias": torch.ones(8) * torch.arange(8)} \
         if family == "sd2_v" else {}

@@ -16,11 +16,14 @@ import platform
 import sys
 import time
 
-import torch
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import comfyui_host  # noqa: E402
+
+if __name__ == "__main__" and "--gpu" in sys.argv[1:] and "--reduced" not in sys.argv[1:]:
+    comfyui_host.start_dynamic_vram()  # as ComfyUI's main.py does, before torch is imported
+
+import torch  # noqa: E402
 
 comfyui_host.import_pack()
 
@@ -514,8 +517,8 @@ REDUCED = {  # the same architectures at reduced depth and width, for the CPU te
     "sdxl": dict(FULL["sdxl"], model_channels=32, num_res_blocks=[1, 1], transformer_depth=[0, 1],
                  channel_mult=[1, 2], transformer_depth_middle=1, transformer_depth_output=[0, 0, 1, 1],
                  context_dim=32, num_head_channels=16),
-    "flux": dict(FULL["flux"], vec_in_dim=32, context_in_dim=32, hidden_size=64, num_heads=2, depth=1,
-                 depth_single_blocks=1, axes_dim=[8, 12, 12]),
+    "flux": dict(FULL["flux"], vec_in_dim=32, context_in_dim=32, hidden_size=128, num_heads=1, depth=1,
+                 depth_single_blocks=1),  # heads of 128 channels, as ComfyUI's loader detects them (0.30+)
 }
 CONTEXT = {"sd15": (77, 768), "sdxl": (77, 2048), "flux": (256, 4096)}
 POOLED = {"sd15": None, "sdxl": 1280, "flux": 768}
@@ -595,7 +598,10 @@ def gpu_benchmark(reduced=False, families=("sd15", "sdxl", "flux"), steps=8, bat
         guider.set_cfg(1.0)
         sigmas = BasicScheduler().get_sigmas(patched, "simple", steps, 1.0)[0]
         flow = family == "flux"
-        runs = [("FixedPointInvert (defaults)", lambda: FixedPointInvert.execute(**node_args(
+        euler = comfy.samplers.sampler_object("euler")
+        runs = [("stock euler sampling, same guider (ComfyUI's own time)", lambda: guider.sample(
+                    torch.zeros_like(latent["samples"]), latent["samples"].clone(), euler, sigmas, seed=0)),
+                ("FixedPointInvert (defaults)", lambda: FixedPointInvert.execute(**node_args(
                     FixedPointInvert, model=patched, latent=latent, sigmas=sigmas, guider=guider))),
                 ("BDIAInvert", lambda: BDIAInvert.execute(**node_args(
                     BDIAInvert, model=patched, latent=latent, sigmas=sigmas, guider=guider)))]
@@ -636,11 +642,15 @@ def gpu_benchmark(reduced=False, families=("sd15", "sdxl", "flux"), steps=8, bat
                         z = latent_image.clone().requires_grad_(True)
                         model_wrap(z, torch.full((z.shape[0],), 0.4, device=z.device), **extra_args).float().square().mean()
                     return latent_image
+            label = "PostInversionOptimize, checkpointing off: one forward with graph (backward refused)"
             peak_reset()
-            with torch.inference_mode():
-                g2.sample(torch.zeros_like(latent["samples"]), latent["samples"], Forward(), torch.tensor([0.4, 0.0]))
-            rows.append([family, "PostInversionOptimize, checkpointing off: one forward with graph (backward refused)",
-                         "1", "—", "—", "—", peak()])
+            try:
+                with torch.inference_mode():
+                    g2.sample(torch.zeros_like(latent["samples"]), latent["samples"], Forward(),
+                              torch.tensor([0.4, 0.0]))
+                rows.append([family, label, "1", "—", "—", "—", peak()])
+            except Exception as e:  # as above
+                rows.append([family, label, "—", "—", "—", "—", f"failed: {type(e).__name__}: {str(e)[:80]}"])
         del patched, patcher, guider
         mm.unload_all_models()
         mm.soft_empty_cache()
@@ -649,6 +659,69 @@ def gpu_benchmark(reduced=False, families=("sd15", "sdxl", "flux"), steps=8, bat
             "PostInversionOptimize, the backward pass through the model), per model call")
     return table(["model", "node", "evaluations per image", "model time per call", "own time per call",
                   "own ÷ model", "peak GPU memory"], rows) + f"\n\n({note})", size
+
+
+def dynamic_vram_benchmark(reduced=False):
+    """Post-Inversion Optimize run twice on a random-weight Flux that ComfyUI's own loader (``load_diffusion_model``,
+    the Load Diffusion Model node's) read from disk, as a user's graph runs it. Under Dynamic VRAM the node
+    differentiates the loader's non-dynamic delegate: the weights are read from disk for the first run only. Per run:
+    the patcher's class, the reads of the file and the wall time."""
+    import tempfile
+
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.samplers
+    import comfy.sd
+    import safetensors.torch
+    from inversion_suite.nodes.optimize import PostInversionOptimize
+    if not hasattr(comfy.model_patcher.ModelPatcher, "is_dynamic"):
+        return "n/a: this ComfyUI has no Dynamic VRAM (0.30+)"
+    device = mm.get_torch_device()
+    cuda = device.type == "cuda"
+    dtype = torch.bfloat16 if cuda else torch.float32
+    side = 64 if reduced else LATENT["flux"][1]
+    latent = {"samples": torch.randn(1, 16, side // 8, side // 8, generator=torch.Generator().manual_seed(2))}
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        path = pathlib.Path(folder) / "flux_random.safetensors"
+        built = full_model("flux", reduced, device, dtype)
+        safetensors.torch.save_file({k: v.detach().to("cpu").contiguous()
+                                     for k, v in built.model.diffusion_model.state_dict().items()}, str(path))
+        del built
+        mm.soft_empty_cache()
+        # on from here (main.py turns it on at start-up): its layers take their weights from a state dict only
+        dynamic = comfyui_host.enable_dynamic_vram()
+        reads = []
+
+        def counted(*args, **kwargs):  # the loader's own reload factory, counted
+            reads.append(path)
+            return comfy.sd.load_diffusion_model(*args, **kwargs)
+        loaded = comfy.sd.load_diffusion_model(str(path))
+        if getattr(loaded, "cached_patcher_init", None):
+            loaded.cached_patcher_init = (counted,) + tuple(loaded.cached_patcher_init[1:])
+        model, spent = timed_model(loaded)
+        guider = comfy.samplers.CFGGuider(model)
+        guider.inner_set_conds({"positive": full_cond("flux", reduced, device)})
+        guider.set_cfg(1.0)
+        for run in (1, 2):
+            reads.clear()
+            spent.update(model=0.0, calls=0, evaluations=0)
+            start = time.perf_counter()
+            with torch.inference_mode():
+                out = PostInversionOptimize.execute(**node_args(
+                    PostInversionOptimize, model=model, latent=latent, target_1=latent, guider=guider, rounds=2,
+                    gradient_checkpointing=True)).args[0]["samples"]
+            if cuda:
+                torch.cuda.synchronize()
+            rows.append([run, type(model).__name__, "on" if model.is_dynamic() else "off", len(reads),
+                         f"{time.perf_counter() - start:.1f} s", f"{spent['model']:.1f} s ({spent['calls']} calls)",
+                         "yes" if torch.isfinite(out).all() else "NO"])
+        del model, loaded, guider
+        mm.unload_all_models()
+        mm.soft_empty_cache()
+    return f"Dynamic VRAM {'on' if dynamic else 'off'}\n\n" + table(
+        ["run", "loaded patcher", "Dynamic VRAM", "reads of the file from disk", "wall time", "of it in forward passes",
+         "finite"], rows)
 
 
 def main():
@@ -665,7 +738,9 @@ def main():
         comfyui_host.use_comfyui(cpu=not torch.cuda.is_available())
         text, size = gpu_benchmark(reduced=args.reduced)
         print(f"## GPU benchmark ({size}; random weights, batch 1, 8 steps, cfg 1)\n\nMachine: {machine()}\n\n"
-              + text)
+              + text, flush=True)
+        print("\n## Post-Inversion Optimize twice on a Flux read from disk by ComfyUI's loader, 6×2 steps\n\n"
+              + dynamic_vram_benchmark(reduced=args.reduced))
         return
     out.mkdir(parents=True, exist_ok=True)
     print("# Machine-independent figures\n")

@@ -46,3 +46,35 @@ def use_comfyui(cpu=True, required=True):
     comfy.utils.PROGRESS_BAR_ENABLED = False
     import_pack()
     return True
+
+
+def start_dynamic_vram():
+    """The first half of ComfyUI's own Dynamic VRAM start-up (``main.py``, 0.30+), which ComfyUI runs before torch is
+    imported: load comfy-aimdo. Returns whether it loaded (False where there is none, as with 0.3.64)."""
+    try:
+        import comfy_aimdo.control
+    except ImportError:
+        return False
+    return bool(comfy_aimdo.control.init())
+
+
+def enable_dynamic_vram():
+    """The second half, once ComfyUI is imported for the GPU (``main.py``): comfy-aimdo on every torch device, then
+    ComfyUI's loaders build ``ModelPatcherDynamic``. Returns whether Dynamic VRAM is on: only with ComfyUI's flags
+    allowing it (``--cpu`` does not), an NVIDIA GPU, torch 2.8+ and comfy-aimdo started."""
+    try:
+        import comfy_aimdo.control
+        from comfy.cli_args import enables_dynamic_vram
+    except ImportError:
+        return False
+    import comfy.memory_management
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    if not (enables_dynamic_vram() and mm.is_nvidia() and mm.torch_version_numeric >= (2, 8)):
+        return False
+    if not comfy_aimdo.control.init_devices(d.index for d in mm.get_all_torch_devices()):
+        return False
+    comfy_aimdo.control.set_log_info()  # ComfyUI's default console level
+    comfy.model_patcher.CoreModelPatcher = comfy.model_patcher.ModelPatcherDynamic
+    comfy.memory_management.aimdo_enabled = True
+    return True

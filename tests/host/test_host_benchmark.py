@@ -22,6 +22,23 @@ def test_gpu_mode_at_reduced_depth():
         assert 2 <= int(by[(family, "FixedPointInvert (defaults)")][2]) <= 2 * 10
         assert by[(family, "BDIAInvert")][6].strip(" |") == "n/a (CPU)"
     assert by[("flux", "PostInversionOptimize, checkpointing on, 6×2 steps")][2] == "13"  # 6·2 steps + the final state
+    for family in ("sd15", "sdxl", "flux"):  # ComfyUI's own time per call, to tell the pack's apart
+        assert by[(family, "stock euler sampling, same guider (ComfyUI's own time)")][2] == "2"
+
+
+def test_dynamic_vram_section_reads_the_file_once_at_most():
+    """The GPU mode's Dynamic VRAM rows: a Flux saved to disk, loaded by ComfyUI's own loader and optimised twice. On
+    the CPU (and on a ComfyUI without Dynamic VRAM) the loaded patcher is not dynamic, so the node clones it and never
+    reads the file again; on an H200 under Dynamic VRAM it read it once, for the first run only (README)."""
+    import comfy.model_patcher
+    text = benchmark.dynamic_vram_benchmark(reduced=True)
+    if not hasattr(comfy.model_patcher.ModelPatcher, "is_dynamic"):
+        assert text.startswith("n/a: this ComfyUI has no Dynamic VRAM")
+        return
+    assert text.startswith("Dynamic VRAM off")
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| ")][1:]
+    assert [r[:4] for r in rows] == [["1", "ModelPatcher", "off", "0"], ["2", "ModelPatcher", "off", "0"]]
+    assert all(r[5].endswith("(13 calls)") and r[6] == "yes" for r in rows)
 
 
 def test_warm_start_table_reads_the_node_report():

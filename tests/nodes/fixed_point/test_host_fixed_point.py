@@ -212,3 +212,20 @@ def test_unsupported_model_type_is_a_clear_error():
                               "got a model sampling of type ModelSamplingDiscrete/X0"):
         FixedPointInvert.execute(model=patched, latent=hostlib.image_latent("sd15"), sigmas=hostlib.sigmas(model, 4),
                                  guider=hostlib.guider(patched, "sd15"), **OPTIONS)
+
+
+def test_a_bfloat16_model_stops_at_its_rounding_floor(family):
+    """A model computing in bfloat16 (as users run Flux and SDXL) leaves a residual floor of 1e-4–2e-3 that no
+    iteration removes: the node's tolerance of 1e-4 is out of reach there, and before this the node spent all 10
+    evaluations per image on such a step (full-size Flux-dev in bf16 on an H200: 80 evaluations over 8 steps). The node
+    now reads the model's dtype and stops an image at the floor once its residual stops falling; the report says so.
+    Measured at 8 steps: 2.88 (SD1.5-like), 3.50 (SD3), 3.38 (Flux) evaluations per image per step, round trips 5.9e-3,
+    8.0e-4 and 7.8e-4 (bfloat16's own scale)."""
+    model = hostlib.tiny_model(family, dtype=torch.bfloat16)
+    cost, err, report = defaults_run(model, family, 8)
+    floored = int(report.split("rounding floor: ")[1].split(" of them")[0])
+    print(f"{family} bfloat16: {cost:.2f} evaluations per image per step, round trip {err:.1e}, {floored} at the floor")
+    assert cost <= 4.0 and err <= 1e-2 and floored >= 8
+    assert "16/16 image-steps met the tolerance" in report
+    float32_report = defaults_run(hostlib.tiny_model(family), family, 8)[2]
+    assert "rounding floor" not in float32_report
