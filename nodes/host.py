@@ -205,10 +205,15 @@ def make_guider(node, model, positive=None, negative=None, cfg=1.0, guider=None)
     return g
 
 
-def unit_roundoff(base_model):
-    """The unit roundoff of the arithmetic a comfy BaseModel computes in: its manual-cast dtype where its weights are
-    stored in another (fp8), else its weights' dtype. 2⁻²⁴ for float32, 2⁻¹¹ float16, 2⁻⁸ bfloat16."""
-    dtype = getattr(base_model, "manual_cast_dtype", None) or base_model.get_dtype()
+def unit_roundoff(model):
+    """The unit roundoff of the arithmetic the comfy BaseModel inside ``model`` (reached through ``inner_model``: a
+    guider, a sampler's model wrapper) computes in: its manual-cast dtype where its weights are stored in another
+    (fp8), else its weights' dtype. 2⁻²⁴ for float32, 2⁻¹¹ float16, 2⁻⁸ bfloat16; 0 where there is no BaseModel."""
+    while not hasattr(model, "get_dtype") and hasattr(model, "inner_model"):
+        model = model.inner_model
+    if not hasattr(model, "get_dtype"):
+        return 0.0
+    dtype = getattr(model, "manual_cast_dtype", None) or model.get_dtype()
     return torch.finfo(dtype).eps / 2 if dtype.is_floating_point else 0.0
 
 
@@ -220,8 +225,7 @@ def wrap_denoiser(model_wrap, dtype=torch.float32, counter=None):
         if counter is not None:
             counter["calls"] += 1
         return model_wrap(x.to(dtype), sigma.to(dtype), **extra_args).to(x.dtype)
-    inner = getattr(model_wrap, "inner_model", None)
-    model.precision = 0.0 if inner is None else unit_roundoff(inner)
+    model.precision = unit_roundoff(model_wrap)
     return model
 
 
