@@ -22,12 +22,20 @@ that start from the steps already solved (FireFlow, Deng et al., arXiv 2412.0751
 step's velocity the same way in a rectified-flow solver); naive DDIM inversion's start ``z = x_i`` can
 never pass the first check, its residual being the whole step.
 
+On a GPU the solver's own cost is its kernel launches and its synchronisations: every read of a value by the host
+waits for the device. An iteration therefore reads its per-image figures (the criteria's norms and Anderson's inner
+products) in one transfer and decides on the host, and a step reads once more for the warm start's measurements; the
+small problems (Anderson's least squares, the choice of start) are solved on the host, and every warm-start candidate
+is one batched product of host-computed weights with the last state and model outputs.
+
 What a step hands on decides the round trip: the plain step back from a state y at σ_{i+1} returns
 ``x_i − (f(y) − y)`` exactly, so the reconstruction error a step leaves is the residual at the state it
 hands on. That is f(z) for the z that met the criterion, or, after two or more Anderson iterations, Anderson's
 next iterate (its least-squares estimate of the fixed point over the window) where that moves f(z) by no more
 than the residual just measured.
 """
+import math
+
 import torch
 from tqdm.auto import trange
 
@@ -37,55 +45,103 @@ from .frame import batch_sigma, precise_dtype
 class Anderson:
     """Type-II Anderson mixing over a window of ``m`` past iterates, per batch row (AIDI).
 
-    Given ``z`` and ``f(z)`` for some rows of a batch, returns the next iterate ``f(z) − ΔF γ`` with
+    Given ``z`` and ``f(z)`` for some rows of a batch, the next iterate is ``f(z) − ΔF γ`` with
     ``γ = argmin ‖r − ΔR γ‖``, where ``r = f(z) − z`` and ΔR, ΔF hold the differences of the row's last
     residuals and map values. ``m = 0`` is plain Picard iteration.
 
-    The least-squares problem is solved in float64 on unit-norm columns of ΔR with a fixed ridge (1e-10 of the
-    unit diagonal), so the ridge never underflows whatever the state's dtype; on a device without float64 it is
-    solved there in float32 with a ridge of 1e-6, above float32's rounding of the unit diagonal. A history column
-    whose norm is at the rounding level of the state (a row that stopped moving, an all-zero image,
-    float16/bfloat16 round-off) is unusable and gets no weight; a row without usable history takes the plain
-    step ``f(z)``, and so does a row whose mixed iterate would not be finite.
+    The work is split so that the host reads the device once per iteration: ``gram`` records the iterate and returns
+    the inner products of the columns [ΔR, r, ΔF, f(z)] (one batched product on the device), read with the iteration's
+    other figures; ``coefficients`` solves the small least-squares problem from them on the host in float64, on
+    unit-norm columns of ΔR with a fixed ridge (1e-10 of the unit diagonal; 1e-6 where a device without float64 formed
+    the products in float32, above float32's rounding of the unit diagonal); ``mix`` forms the iterates on the device.
+    A history column whose norm is at the rounding level of the state (a row that stopped moving, an all-zero image,
+    float16/bfloat16 round-off) is unusable and gets no weight; a row without usable history takes the plain step
+    ``f(z)``, and so does a row whose γ is not finite.
     """
 
     RIDGE = 1e-10
     RIDGE_FLOAT32 = 1e-6
 
     def __init__(self, m):
-        self.m, self.rows, self.dr, self.df, self.last = m, None, [], [], None
+        self.m, self.rows, self.dr, self.df, self.last, self.columns = m, None, [], [], None, None
 
-    def __call__(self, z, fz, rows):
-        """Next iterate for ``rows`` (batch indices, a subsequence of the previous call's; z, fz hold those rows)."""
+    def gram(self, z, fz, rows):
+        """Record the iterate of ``rows`` (batch indices on the host, a subsequence of the previous call's; z, fz hold
+        those rows) and return the Gram matrices [n, p, p] of the columns [ΔR, r, ΔF, f(z)] (p = 2k + 2 for k past
+        differences) on the device; None while the rows have no history (their next iterate is f(z))."""
         if self.m == 0:
-            return fz
+            return None
         dtype = precise_dtype(fz.device)
         f, r = fz.flatten(1).to(dtype), (fz - z).flatten(1).to(dtype)
         if self.last is not None:
             if rows.numel() != self.rows.numel():  # rows that stopped leave the history
-                keep = torch.searchsorted(self.rows, rows)
+                keep = torch.searchsorted(self.rows, rows).to(fz.device, non_blocking=True)
                 self.last = [t[keep] for t in self.last]
                 self.dr, self.df = [t[keep] for t in self.dr], [t[keep] for t in self.df]
             self.dr = (self.dr + [r - self.last[0]])[-self.m:]
             self.df = (self.df + [f - self.last[1]])[-self.m:]
-        self.rows, self.last = rows, [r, f]
+        self.rows, self.last, self.shape, self.dtype = rows, [r, f], fz.shape, fz.dtype
         if not self.dr:
-            return fz
-        dR, dF = torch.stack(self.dr, -1), torch.stack(self.df, -1)             # [n, d, k]
-        gram = dR.transpose(1, 2) @ dR                                          # [n, k, k]
-        norms = gram.diagonal(dim1=1, dim2=2).sqrt()                            # [n, k]
-        floor = 8 * torch.finfo(fz.dtype).eps * f.norm(dim=1, keepdim=True)    # rounding level of the row
-        usable = (norms > floor) & (norms > 1e-150) & torch.isfinite(norms)
-        scale = torch.where(usable, 1 / norms, torch.zeros_like(norms))         # unit columns; unusable → 0
-        eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-        ridge = self.RIDGE if dtype == torch.float64 else self.RIDGE_FLOAT32
-        unit_gram = gram * scale[:, :, None] * scale[:, None, :] + ridge * eye + torch.diag_embed(
-            (~usable).to(gram.dtype))
-        rhs = (dR.transpose(1, 2) @ r.unsqueeze(-1)).squeeze(-1) * scale
-        coef = torch.linalg.solve(unit_gram, rhs.unsqueeze(-1)).squeeze(-1) * scale
-        mixed = f - (dF @ coef.unsqueeze(-1)).squeeze(-1)
-        good = usable.any(1) & torch.isfinite(mixed).all(1)
-        return torch.where(good[:, None], mixed, f).to(fz.dtype).reshape(fz.shape)
+            return None
+        self.columns = torch.stack(self.dr + [r] + self.df + [f], -1)          # [n, d, p]
+        return self.columns.transpose(1, 2) @ self.columns
+
+    def coefficients(self, gram, eps):
+        """γ of one row from its Gram matrix (``gram``, the p² entries row by row, as floats) and the unit roundoff
+        ``eps`` of the state: (γ, ‖ΔF γ‖, ‖f(z) − ΔF γ‖), γ None for the plain step."""
+        p = math.isqrt(len(gram))
+        k = (p - 2) // 2
+        g = [gram[i * p:(i + 1) * p] for i in range(p)]
+        norm_f2 = g[p - 1][p - 1]
+        floor = 8 * eps * math.sqrt(norm_f2)                                      # rounding level of the row
+        norms = [math.sqrt(g[i][i]) if g[i][i] >= 0 else math.nan for i in range(k)]
+        usable = [floor < v < math.inf and v > 1e-150 for v in norms]           # (NaN is none of these)
+        if not any(usable):
+            return None, 0.0, math.sqrt(norm_f2)
+        scale = [1 / v if ok else 0.0 for v, ok in zip(norms, usable)]          # unit columns; unusable → 0
+        ridge = self.RIDGE if self.columns.dtype == torch.float64 else self.RIDGE_FLOAT32
+        unit = [[g[i][j] * scale[i] * scale[j] + (ridge + (not usable[i]) if i == j else 0.0) for j in range(k)]
+                for i in range(k)]
+        gamma = _solve_spd(unit, [g[i][k] * scale[i] for i in range(k)])
+        if gamma is None:
+            return None, 0.0, math.sqrt(norm_f2)
+        gamma = [c * s for c, s in zip(gamma, scale)]
+        if not all(c - c == 0 for c in gamma):
+            return None, 0.0, math.sqrt(norm_f2)
+        moved2 = sum(gamma[i] * gamma[j] * g[k + 1 + i][k + 1 + j] for i in range(k) for j in range(k))
+        cross = sum(c * g[k + 1 + i][p - 1] for i, c in enumerate(gamma))
+        return gamma, math.sqrt(max(moved2, 0.0)), math.sqrt(max(norm_f2 - 2 * cross + moved2, 0.0))
+
+    def mix(self, gammas):
+        """The next iterates ``f(z) − ΔF γ`` of the rows of the last ``gram`` (γ per row, None: f(z))."""
+        k = (self.columns.shape[-1] - 2) // 2
+        gamma = torch.tensor([[0.0] * k if c is None else c for c in gammas], dtype=self.columns.dtype)
+        gamma = gamma.to(self.columns.device, non_blocking=True)
+        mixed = torch.baddbmm(self.columns[:, :, -1:], self.columns[:, :, k + 1:-1], gamma[:, :, None], alpha=-1)
+        return mixed.reshape(self.shape).to(self.dtype)
+
+
+def _solve_spd(a, b):
+    """x with a x = b for a small symmetric positive definite ``a`` (lists of floats), by Cholesky; None where ``a``
+    is not positive definite."""
+    n = len(b)
+    low = [[0.0] * n for _ in range(n)]
+    for i in range(n):
+        for j in range(i + 1):
+            s = a[i][j] - sum(low[i][t] * low[j][t] for t in range(j))
+            if i == j:
+                if not s > 0:
+                    return None
+                low[i][i] = math.sqrt(s)
+            else:
+                low[i][j] = s / low[j][j]
+    y = []
+    for i in range(n):
+        y.append((b[i] - sum(low[i][t] * y[t] for t in range(i))) / low[i][i])
+    x = [0.0] * n
+    for i in reversed(range(n)):
+        x[i] = (y[i] - sum(low[t][i] * x[t] for t in range(i + 1, n))) / low[i][i]
+    return x
 
 
 PLAUSIBLE = 100.0  # a state more than this many times the scale of a state at its σ is not a solution to report
@@ -93,45 +149,73 @@ FLOOR = 4.0  # the rounding floor: this many times the error the model's roundin
 STALL = 0.5  # ... below which an image stops once an evaluation has cut its criterion by less than this factor
 
 
-def _rel(a, b, cap=None):
-    """Per-sample relative RMS ‖a − b‖ / ‖b‖ (an all-zero ``b`` counts as 1, so a zero residual is 0), in
-    ``precise_dtype``. With ``cap`` (per sample), a ``b`` whose norm exceeds it is no solution: its value is at
-    least ‖b‖ / cap (> 1, so it never meets a tolerance)."""
+def _norms(t):
+    """Per-sample 2-norm of ``t`` [B, ...] in ``precise_dtype``, on its device."""
+    return t.flatten(1).to(precise_dtype(t.device)).norm(dim=1)
+
+
+def _gaps(a, b):
+    """Per-sample ‖a − b‖, the difference taken in ``precise_dtype``."""
     dtype = precise_dtype(b.device)
-    a, b = a.flatten(1).to(dtype), b.flatten(1).to(dtype)
-    norm = b.norm(dim=1)
-    rel = (a - b).norm(dim=1) / torch.where(norm > 0, norm, torch.ones_like(norm))
-    return rel if cap is None else torch.maximum(rel, torch.where(norm > cap.to(norm), norm / cap.to(norm), 0 * rel))
+    return (a.flatten(1).to(dtype) - b.flatten(1).to(dtype)).norm(dim=1)
 
 
-def _rounding_floor(z, denoised, sigma, sigma_next, precision):
-    """``FLOOR`` times the relative error that rounding at unit roundoff ``precision`` leaves in f(z), per sample. The
-    model's raw output (ε, v) is (z − D)/σ' and carries an error of about ``precision`` times its size; f multiplies
-    it by σ' − σ, so ‖δf‖/‖z‖ ≈ (σ' − σ)/σ' · precision · ‖z − D‖/‖z‖. Where the residual stopped falling in
-    bfloat16 it lay at 0.24–1.13 times that estimate on the tiny ComfyUI SD1.5, SDXL and Flux, 0.57 on full-size
-    SDXL and 3.0–3.7 on full-size Flux-dev (57 blocks), random weights."""
-    return FLOOR * abs(float(sigma_next) - float(sigma)) / float(sigma_next) * precision * _rel(denoised, z)
+def _to_host(columns):
+    """Per-image figures (tensors [n] or [n, q] on the state's device) read in one transfer, as a list of floats per
+    image: a solver step synchronises with its device once per iteration, never per figure."""
+    dtype = precise_dtype(columns[0].device)
+    return torch.cat([c.reshape(c.shape[0], -1).to(dtype) for c in columns], 1).cpu().tolist()
 
 
-def _plausible_norm(x, sigma_next):
-    """``PLAUSIBLE`` times the norm a state at σ' has when it starts from ``x``: √(‖x‖² + σ'²·numel). An iterate
-    beyond it is not reported as a solution: an x̂₀ predictor whose D barely depends on its input puts the first
-    step's fixed point at |z| ~ 1e8·|x₀|, a state no sampler regenerates from in float32, and a relative criterion
-    would call it converged. Healthy iterates stay far below (the cap never binds on them)."""
-    flat = x.flatten(1).to(precise_dtype(x.device))
-    return PLAUSIBLE * (flat.norm(dim=1) ** 2 + float(sigma_next) ** 2 * flat.shape[1]).sqrt()
+def _worst(values):
+    """The largest of ``values`` (floats), NaN if one of them is NaN."""
+    return math.nan if any(math.isnan(v) for v in values) else max(values)
 
 
-def _extrapolate(ts, ys, t):
-    """The polynomial through the points (ts, ys) evaluated at t (Lagrange form; ys are tensors)."""
-    total = 0
-    for j, (tj, yj) in enumerate(zip(ts, ys)):
+def _relative(gap, norm, cap=None):
+    """A relative RMS ‖a − b‖ / ‖b‖ from ``gap`` = ‖a − b‖ and ``norm`` = ‖b‖ (an all-zero ``b`` counts as 1, so a zero
+    residual is 0). With ``cap``, a ``b`` whose norm exceeds it is no solution: its value is at least ‖b‖ / cap (> 1,
+    so it never meets a tolerance)."""
+    rel = gap / (norm if norm > 0 else 1.0)
+    if cap is None:
+        return rel
+    bound = norm / cap if norm > cap else 0.0 * rel
+    return math.nan if math.isnan(rel) or math.isnan(bound) else max(rel, bound)
+
+
+def _rounding_floor(gap, norm, sigma, sigma_next, precision):
+    """``FLOOR`` times the relative error that rounding at unit roundoff ``precision`` leaves in f(z), from ``gap`` =
+    ‖z − D‖ and ``norm`` = ‖z‖. The model's raw output (ε, v) is (z − D)/σ' and carries an error of about ``precision``
+    times its size; f multiplies it by σ' − σ, so ‖δf‖/‖z‖ ≈ (σ' − σ)/σ' · precision · ‖z − D‖/‖z‖. Where the residual
+    stopped falling in bfloat16 it lay at 0.24–1.13 times that estimate on the tiny ComfyUI SD1.5, SDXL and Flux, 0.57
+    on full-size SDXL and 3.0–3.7 on full-size Flux-dev (57 blocks), random weights."""
+    return FLOOR * abs(sigma_next - sigma) / sigma_next * precision * _relative(gap, norm)
+
+
+def _plausible_norm(norm, sigma_next, numel):
+    """``PLAUSIBLE`` times the norm a state at σ' has when it starts from a state of norm ``norm`` with ``numel``
+    elements: √(‖x‖² + σ'²·numel). An iterate beyond it is not reported as a solution: an x̂₀ predictor whose D barely
+    depends on its input puts the first step's fixed point at |z| ~ 1e8·|x₀|, a state no sampler regenerates from in
+    float32, and a relative criterion would call it converged. Healthy iterates stay far below (the cap never binds on
+    them)."""
+    return PLAUSIBLE * math.sqrt(norm * norm + sigma_next ** 2 * numel)
+
+
+def _lagrange(ts, t):
+    """The weights w_j of the polynomial through points at ``ts`` evaluated at t: p(t) = Σ_j w_j y_j (Lagrange form)."""
+    weights = []
+    for j, tj in enumerate(ts):
         weight = 1.0
         for k, tk in enumerate(ts):
             if k != j:
                 weight *= (t - tk) / (tj - tk)
-        total = total + weight * yj
-    return total
+        weights.append(weight)
+    return weights
+
+
+def _on_device(indices, device):
+    """A list of batch indices as an index tensor on ``device`` (copied without waiting for the device)."""
+    return torch.tensor(indices, dtype=torch.long).to(device, non_blocking=True)
 
 
 class WarmStart:
@@ -171,83 +255,118 @@ class WarmStart:
     """
 
     MODES = ("predicted", "previous D", "none")
+    CANDIDATES = (("previous D", 1), ("linear", 2), ("quadratic", 3), ("Gaussian", 2))  # name, solved steps it needs
 
     def __init__(self, mode, flow=False):
         if mode not in self.MODES:
             raise ValueError(f"warm_start must be one of {self.MODES}, got {mode!r}")
         self.mode, self.flow = mode, flow
-        self.solved = []   # (σ_k, x_k, ε_k, met) of the last three solved steps, met: the images that met tol
-        self.made = {}     # candidate name → the start it proposed for the step being solved
+        self.solved = []   # (σ_k, x_k, ε_k, met) of the last three solved steps, met: per image, whether it met tol
+        self.names = []    # the candidates proposed for the step being solved, in CANDIDATES order
+        self.made = None   # their starts, [B, candidates, d], on the device
+        self.usable = {}   # candidate name → per image, whether its proposal came from steps the image met tol at
         self.errors = {}   # candidate name → per-image distance of its last proposal to the solved state
+        self.fit = None    # per image, the data variance s² of the Gaussian through the last two solved steps
 
     def _alpha(self, sigma):
         return 1.0 - sigma if self.flow else 1.0
 
-    def _gaussian(self, x, sigma, sigma_next):
-        (s0, x0, e0, _), (s1, x1, e1, _) = self.solved[-2:]
-        if s0 == 0:
-            return torch.full_like(x, float("nan"))
-        shape = (-1,) + (1,) * (x.dim() - 1)
-        d0, d1 = x0 - s0 * e0, x1 - s1 * e1
-        q0 = self._alpha(s0) * (x0 - self._alpha(s0) * d0) / s0 ** 2
-        q1 = self._alpha(s1) * (x1 - self._alpha(s1) * d1) / s1 ** 2
-        dq, dd = (q1 - q0).flatten(1), (d1 - d0).flatten(1)
-        s2 = (dd * dq).sum(1) / (dq * dq).sum(1)                         # the data variance s² per image
-        m = d1 - s2.view(shape) * q1                                     # the data mean
+    def _q(self, sigma):
+        """(a, b) with Tweedie's q = α (x − α D) / σ² = a x + b ε at σ (D = x − σ ε)."""
+        alpha = self._alpha(sigma)
+        return alpha * (1 - alpha) / sigma ** 2, alpha ** 2 / sigma
+
+    def _gaussian(self, sigma, sigma_next):
+        """Per image, the Gaussian's fixed point of the step as weights on (x, ε_k) (None where the fit makes none:
+        s² ≤ 0 or not finite, or an improper step). The data mean m = D_k − s² q_k is linear in (x, ε_k) too."""
+        a_k, b_k = self._q(sigma)
         a = self._alpha(sigma_next)
-        gain = a * s2 / (a * a * s2 + sigma_next ** 2)                   # A' = ∂D/∂z at σ'
         c = (sigma_next - sigma) / sigma_next
-        den = 1 - c * (1 - gain)
-        z = (x - c * (1 - a * gain).view(shape) * m) / den.view(shape)
-        usable = torch.isfinite(s2) & (s2 > 0) & (den > 1e-6)
-        return torch.where(usable.view(shape), z, torch.full_like(z, float("nan")))
+        weights = []
+        for s2 in self.fit:
+            if not 0 < s2 < math.inf:
+                weights.append(None)
+                continue
+            gain = a * s2 / (a * a * s2 + sigma_next ** 2)            # A' = ∂D/∂z at σ'
+            den = 1 - c * (1 - gain)
+            if not den > 1e-6:
+                weights.append(None)
+                continue
+            shrink = c * (1 - a * gain)
+            weights.append(((1 - shrink * (1 - s2 * a_k)) / den, shrink * (sigma + s2 * b_k) / den))
+        return weights
 
     def start(self, x, sigma, sigma_next):
-        """z_0 for the step σ → σ' from the last solved state ``x`` [B, ...], and the candidate each image starts from."""
-        sigma, sigma_next = float(sigma), float(sigma_next)
-        self.made = {}
-        shape = (-1,) + (1,) * (x.dim() - 1)
+        """z_0 for the step σ → σ' from the last solved state ``x`` [B, ...], the candidate each image starts from, and
+        per image (on the device) whether that start was finite (None where every image starts at x); an image whose
+        start is not finite starts at x. Every candidate is a combination of x and the last solved ε's with weights
+        worked out on the host, so one batched product on the device forms them all."""
+        b = x.shape[0]
+        self.names, self.made, self.usable = [], None, {}
         if sigma == 0 and not self.solved:  # the clean image, a point for the polynomials; the step starts at x
-            self.solved = [(0.0, x, -x if self.flow else torch.zeros_like(x), torch.ones(x.shape[0], dtype=torch.bool))]
-        elif self.mode != "none" and self.solved:
-            sigmas, eps = [s for s, _, _, _ in self.solved], [e for _, _, e, _ in self.solved]
-            for name, n in (("previous D", 1), ("linear", 2), ("quadratic", 3), ("Gaussian", 2)):
-                if len(self.solved) < n or (n > 1 and self.mode != "predicted"):
-                    continue
-                z = self._gaussian(x, sigma, sigma_next) if name == "Gaussian" else \
-                    x + (sigma_next - sigma) * _extrapolate(sigmas[-n:], eps[-n:], sigma_next)
-                met = torch.stack([m for _, _, _, m in self.solved[-n:]]).all(0)  # only from steps that met tol
-                self.made[name] = torch.where(met.to(x.device).view(shape), z, torch.full_like(z, float("nan")))
-        if not self.made:
-            return x.clone(), ["none"] * x.shape[0]
-        names = list(self.made)
-        choice = torch.zeros(x.shape[0], dtype=torch.long)                 # previous D until measured,
-        best = torch.full((x.shape[0],), float("inf"), dtype=x.dtype)
-        fresh = "Gaussian" in self.made and not bool(torch.isfinite(self.errors.get("Gaussian", best)).any())
-        if fresh:                                                          # but a fresh Gaussian is tried first
-            finite = torch.isfinite(self.made["Gaussian"].flatten(1)).all(1).cpu()
-            choice = torch.where(finite, names.index("Gaussian"), choice)
-            best = torch.where(finite, torch.zeros_like(best), best)
-        for j, name in enumerate(names):
-            if name in self.errors:
-                finite = torch.isfinite(self.made[name].flatten(1)).all(1).cpu()
-                better = finite & (self.errors[name] < best)
-                best, choice = torch.where(better, self.errors[name], best), torch.where(better, j, choice)
-        z = x.clone()
-        for j, name in enumerate(names):
-            z = torch.where((choice == j).to(x.device).view(shape), self.made[name], z)
-        finite = torch.isfinite(z.flatten(1)).all(1)
-        z = torch.where(finite.view(shape), z, x)
-        return z, [names[j] if ok else "none" for j, ok in zip(choice.tolist(), finite.tolist())]
+            self.solved = [(0.0, x, -x if self.flow else torch.zeros_like(x), [True] * b)]
+            return x, ["none"] * b, None
+        if self.mode == "none" or not self.solved:
+            return x, ["none"] * b, None
+        sigmas, count = [s for s, _, _, _ in self.solved], len(self.solved)
+        weights = []  # per candidate, per image: weights on (x, ε of each solved step)
+        for name, n in self.CANDIDATES:
+            if count < n or (n > 1 and self.mode != "predicted") or (name == "Gaussian" and self.fit is None):
+                continue
+            met = [all(m[j] for _, _, _, m in self.solved[-n:]) for j in range(b)]  # only from steps that met tol
+            if name == "Gaussian":
+                per_image = self._gaussian(sigma, sigma_next)
+                met = [m and w is not None for m, w in zip(met, per_image)]
+                weights.append([[wx] + [0.0] * (count - 1) + [we] if ok else [1.0] + [0.0] * count
+                                for (wx, we), ok in zip([w or (1.0, 0.0) for w in per_image], met)])
+            else:  # z_0 = x + (σ' − σ) ε̂, ε̂ the polynomial through the last n (σ_k, ε_k) at σ'
+                poly = [0.0] * (count - n) + [(sigma_next - sigma) * w for w in _lagrange(sigmas[-n:], sigma_next)]
+                weights.append([[1.0] + poly] * b)
+            self.names.append(name)
+            self.usable[name] = met
+        inf = math.inf
+        fresh = "Gaussian" in self.usable and not any(e < inf for e in self.errors.get("Gaussian", [inf]))
+        chosen = []
+        for j in range(b):
+            choice, best = "previous D", inf                         # previous D until measured,
+            if fresh and self.usable["Gaussian"][j]:                 # but a fresh Gaussian is tried first
+                choice, best = "Gaussian", 0.0
+            for name, errors in self.errors.items():
+                if name in self.usable and self.usable[name][j] and errors[j] < best:
+                    choice, best = name, errors[j]
+            chosen.append(choice if self.usable[choice][j] else "none")
+        # the candidates and, last, the start itself: one product of per-image weights with (x, ε_1, …) per image
+        at_x = [1.0] + [0.0] * count
+        table = [[w[j] for w in weights] + [at_x if c == "none" else weights[self.names.index(c)][j]]
+                 for j, c in enumerate(chosen)]
+        basis = torch.stack([x] + [e for _, _, e, _ in self.solved], 1).flatten(2)        # [B, 1 + count, d]
+        made = torch.tensor(table, dtype=basis.dtype).to(x.device, non_blocking=True) @ basis
+        self.made = made[:, :-1]
+        if all(name == "none" for name in chosen):
+            return x, chosen, None
+        z = made[:, -1].reshape(x.shape)
+        finite = (z - z == 0).flatten(1).all(1)  # x − x is 0 where x is finite, else NaN
+        return torch.where(finite.view((-1,) + (1,) * (x.dim() - 1)), z, x), chosen, finite
 
     def solved_step(self, x, x_next, sigma, sigma_next, met):
-        """Record the solved step σ → σ' (state x → x_next; ``met``: the images that met the tolerance, on the CPU) and
-        how far each candidate's start was from x_next."""
-        self.errors = {name: (z - x_next).flatten(1).norm(dim=1).cpu() for name, z in self.made.items()}
-        self.errors = {name: torch.where(torch.isfinite(e), e, torch.full_like(e, float("inf")))
-                       for name, e in self.errors.items()}
+        """Record the solved step σ → σ' (state x → x_next; ``met``: per image, whether it met the tolerance) and how
+        far each candidate's start was from x_next; with the Gaussian candidate, fit it for the next step (its s² per
+        image from the inner products of dq = q' − q and dd = D' − D). One transfer from the device."""
         eps = (x_next - x) / (float(sigma_next) - float(sigma))
-        self.solved = (self.solved + [(float(sigma_next), x_next, eps, met)])[-3:]
+        self.solved = (self.solved + [(float(sigma_next), x_next, eps, list(met))])[-3:]
+        columns = [] if self.made is None else [(self.made - x_next.flatten(1)[:, None]).norm(dim=2)]
+        fit = self.mode == "predicted" and len(self.solved) >= 2 and self.solved[-2][0] != 0
+        if fit:
+            (s0, x0, e0, _), (s1, x1, e1, _) = self.solved[-2:]
+            (a0, b0), (a1, b1) = self._q(s0), self._q(s1)
+            basis = torch.stack([x0, e0, x1, e1], 1).flatten(2)                           # [B, 4, d]
+            combine = torch.tensor([[-a0, -b0, a1, b1], [-1.0, s0, 1.0, -s1]], dtype=basis.dtype)  # dq, dd
+            change = combine.to(x.device, non_blocking=True) @ basis
+            columns.append(change @ change.transpose(1, 2))                                # [B, 2, 2]
+        figures = _to_host(columns) if columns else []
+        self.errors = {name: [row[k] if row[k] < math.inf and ok else math.inf
+                              for row, ok in zip(figures, self.usable[name])] for k, name in enumerate(self.names)}
+        self.fit = [row[-3] / row[-4] if row[-4] > 0 else math.nan for row in figures] if fit else None
 
 
 @torch.no_grad()
@@ -290,7 +409,7 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
             no sampler regenerates from (also in the callback's dict, so that a caller can stop there).
         on_call: optional ``on_call(held, used)`` before every model call: ``held`` the rows of the call's batch as
             indices into the images (``b + i`` for image i's second path), ``used`` the rows whose result the iteration
-            takes (with ``shrink`` the same; without it the images still iterating).
+            takes (with ``shrink`` the same; without it the images still iterating); both index tensors on the host.
         warm_start: where each step's iteration starts (``WarmStart``): ``"predicted"`` (default) from the candidate
             prediction that served the image best on its previous step, ``"previous D"`` from the previous step's D
             (ε), ``"none"`` at x_i (naive DDIM inversion's start, the behaviour before). With ``"inter-path"`` both paths
@@ -314,84 +433,117 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
         raise ValueError(f"criterion must be 'intra-path' or 'inter-path', got {criterion!r}")
     extra_args = {} if extra_args is None else extra_args
     two_paths = criterion == "inter-path" and max_iterations > 1
+    levels = torch.as_tensor(sigmas).tolist()  # the schedule read once
     steps = []
-    b = x.shape[0]
+    b, numel = x.shape[0], x[0].numel()
     warm = WarmStart(warm_start, flow)
     if max_iterations == 1:  # one evaluation and no check: naive DDIM inversion (a start predicted from unchecked steps drifts)
         warm.mode = "none"
     hand_on = warm.mode != "none" and not two_paths and anderson_window > 0
+    norm_x = [row[0] for row in _to_host([_norms(x)])]
     for i in trange(len(sigmas) - 1, disable=disable):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        sigma, sigma_next = levels[i], levels[i + 1]
+        cap = [_plausible_norm(norm, sigma_next, numel) for norm in norm_x]
         x_i = torch.cat([x, x]) if two_paths else x
-        cap = _plausible_norm(x, sigma_next)
-        start, started = warm.start(x, sigma, sigma_next)
+        start, started, finite = warm.start(x, sigma, sigma_next)
         z = torch.cat([start, start]) if two_paths else start
         if two_paths:
             noise = torch.randn(x.shape, generator=generator, device="cpu", dtype=torch.float32)
-            scale = perturbation * (1.0 if flow else (1 + float(sigma_next) ** 2) ** 0.5)
+            scale = perturbation * (1.0 if flow else (1 + sigma_next ** 2) ** 0.5)
             z[b:] += scale * noise.to(x.device, x.dtype)
+        sigma_batch = batch_sigma(z, sigma_next)
         mixer = Anderson(anderson_window)
-        out, denoised_out = x.clone(), torch.empty_like(x)
-        intra_out, inter_out, floor_out = (torch.zeros(b, dtype=precise_dtype(x.device)) for _ in range(3))
-        iterations = torch.zeros(b, dtype=torch.long)
-        floored, previous = torch.zeros(b, dtype=torch.bool), torch.full((b,), float("inf"), dtype=intra_out.dtype)
-        active = torch.arange(b, device=x.device)
+        out, denoised_out = torch.empty_like(x), torch.empty_like(x)
+        intra_out, inter_out, floor_out, norm_x = [0.0] * b, [0.0] * b, [0.0] * b, [0.0] * b
+        iterations, floored, previous = [0] * b, [False] * b, [math.inf] * b
+        active, index = list(range(b)), None  # the images still iterating; their rows of z on the device (None: all)
         calls = evaluations = 0
         trace = []
         for k in range(max_iterations):
-            rows = torch.cat([active, active + b]) if two_paths else active
-            whole = rows.numel() == z.shape[0]
-            zr = z if whole else z[rows]
+            n = len(active)
+            rows = torch.tensor(active + [j + b for j in active] if two_paths else active, dtype=torch.long)
+            zr = z if index is None else z.index_select(0, index)
             if on_call is not None:
-                on_call(rows if shrink else torch.arange(z.shape[0], device=z.device), rows)
+                on_call(rows if shrink else torch.arange(z.shape[0]), rows)
             if shrink:
-                denoised = model(zr, batch_sigma(zr, sigma_next), **extra_args)
-                calls, evaluations = calls + 1, evaluations + rows.numel()
+                denoised = model(zr, sigma_batch[:zr.shape[0]], **extra_args)
+                calls, evaluations = calls + 1, evaluations + zr.shape[0]
             else:
-                denoised = model(z, batch_sigma(z, sigma_next), **extra_args)[rows]
+                denoised = model(z, sigma_batch, **extra_args)
+                denoised = denoised if index is None else denoised.index_select(0, index)
                 calls, evaluations = calls + 1, evaluations + z.shape[0]
-            fz = (x_i if whole else x_i[rows]) + (sigma_next - sigma) / sigma_next * (zr - denoised)
-            n = active.numel()
-            intra = _rel(fz[:n], zr[:n], cap[active])
-            inter = _rel(fz[n:], fz[:n], cap[active]) if two_paths else intra
-            floor = _rounding_floor(zr[:n], denoised[:n], sigma, sigma_next, precision)
-            out[active], denoised_out[active] = fz[:n], denoised[:n]
-            cpu = active.cpu()
-            intra_out[cpu], inter_out[cpu], iterations[cpu] = intra.cpu(), inter.cpu(), k + 1
-            floor_out[cpu] = floor.cpu()
-            trace.append((float(intra.max()), float(inter.max()) if two_paths else None))
-            at_floor = (inter < floor) & (inter > STALL * previous[cpu].to(inter))  # below the floor, no longer falling
-            previous[cpu], floored[cpu] = inter.cpu(), at_floor.cpu()
-            keep = (inter >= tolerance) & ~at_floor
-            last = k == max_iterations - 1 or not bool(keep.any())
-            if last and not hand_on:
-                break
-            mixed = mixer(zr, fz, rows)
-            if hand_on:  # images done here hand on Anderson's iterate where it moves f(z) by at most the residual
-                done = (~keep) & ((mixed[:n] - fz[:n]).flatten(1).norm(dim=1) <= (fz[:n] - zr[:n]).flatten(1).norm(dim=1))
-                out[active[done]] = mixed[:n][done]
-            if last:
-                break
-            if whole:
-                z = mixed
+            x_rows = x_i if index is None else x_i.index_select(0, index)
+            fz = x_rows + (sigma_next - sigma) / sigma_next * (zr - denoised)
+            columns = [_gaps(fz[:n], zr[:n]), _norms(zr[:n]), _norms(fz[:n])]  # ‖f(z) − z‖, ‖z‖, ‖f(z)‖
+            if two_paths:
+                columns.append(_gaps(fz[n:], fz[:n]))                           # ‖f(ẑ) − f(z)‖
+            if precision:
+                columns.append(_gaps(denoised[:n], zr[:n]))                     # ‖D − z‖, for the rounding floor
+            if finite is not None and k == 0:
+                columns.append(finite)
+            gram = mixer.gram(zr, fz, rows) if hand_on or k < max_iterations - 1 else None
+            if gram is not None:                                                # each path's Gram matrix, per image
+                columns.append(gram.reshape(fz.shape[0] // n, n, -1).transpose(0, 1))
+            keep, handed, intra_now, inter_now, gammas = [], [], [], [], []
+            for j, (image, figures) in enumerate(zip(active, _to_host(columns))):
+                figures = iter(figures)
+                gap, norm, norm_f = next(figures), next(figures), next(figures)
+                intra = _relative(gap, norm, cap[image])
+                inter = _relative(next(figures), norm_f, cap[image]) if two_paths else intra
+                floor = _rounding_floor(next(figures), norm, sigma, sigma_next, precision) if precision else 0.0
+                if finite is not None and k == 0 and not next(figures):
+                    started[image] = "none"
+                at_floor = inter < floor and inter > STALL * previous[image]  # below the floor, no longer falling
+                intra_out[image], inter_out[image], floor_out[image], iterations[image] = intra, inter, floor, k + 1
+                previous[image], floored[image], norm_x[image] = inter, at_floor, norm_f
+                keep.append(inter >= tolerance and not at_floor)
+                intra_now.append(intra)
+                inter_now.append(inter)
+                if gram is not None:
+                    flat = list(figures)
+                    size = len(flat) // (fz.shape[0] // n)
+                    mixing = [mixer.coefficients(flat[q:q + size], torch.finfo(fz.dtype).eps)
+                              for q in range(0, len(flat), size)]
+                    gammas.append([gamma for gamma, _, _ in mixing])
+                    moved, norm_mixed = mixing[0][1:]
+                    if hand_on and not keep[-1] and moved <= gap:  # done: hand on Anderson's iterate where it moves
+                        handed.append(j)                           # f(z) by at most the residual
+                        norm_x[image] = norm_mixed
+            trace.append((_worst(intra_now), _worst(inter_now) if two_paths else None))
+            rows_out = None if n == b else _on_device(active, x.device)
+            if rows_out is None:
+                out.copy_(fz[:n])
+                denoised_out.copy_(denoised[:n])
             else:
-                z[rows] = mixed
-            active = active[keep]
+                out.index_copy_(0, rows_out, fz[:n])
+                denoised_out.index_copy_(0, rows_out, denoised[:n])
+            go = k < max_iterations - 1 and any(keep)
+            if gram is None:
+                mixed = fz
+            elif go or handed:  # per row of the call: the first paths' γ, then the second paths'
+                mixed = mixer.mix([gamma for path in zip(*gammas) for gamma in path])
+            if handed:
+                take = _on_device(handed, x.device)
+                out.index_copy_(0, _on_device([active[j] for j in handed], x.device), mixed.index_select(0, take))
+            if not go:
+                break
+            z = mixed if index is None else z.index_copy(0, index, mixed)
+            if not all(keep):
+                active = [image for image, kept in zip(active, keep) if kept]
+                index = _on_device(active + [j + b for j in active] if two_paths else active, x.device)
         final = inter_out if two_paths else intra_out
-        met = (final < tolerance) | floored
+        met = [value < tolerance or stopped for value, stopped in zip(final, floored)]
         warm.solved_step(x, out, sigma, sigma_next, met)
-        runaway = (out.flatten(1).to(cap.dtype).norm(dim=1) > cap).nonzero().flatten().tolist()
+        runaway = [image for image in range(b) if norm_x[image] > cap[image]]
         x = out
         if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigma_next, "sigma_hat": sigma_next, "denoised": denoised_out,
+            callback({"x": x, "i": i, "sigma": sigmas[i + 1], "sigma_hat": sigmas[i + 1], "denoised": denoised_out,
                       "runaway": runaway})
         if return_info:
-            steps.append({"step": i, "sigma": float(sigma_next), "model_calls": calls,
-                                "evaluations": evaluations, "evaluations_per_image": evaluations / b,
-                                "iterations": int(iterations.max()), "converged": int(met.sum()),
-                                "at_floor": int((met & (final >= tolerance)).sum()), "floor": float(floor_out.max()),
-                                "images": b, "intra": float(intra_out.max()),
-                                "inter": float(inter_out.max()) if two_paths else None, "trace": trace,
-                                "start": started, "first_check": int(((iterations == 1) & met).sum()),
-                                "runaway": runaway})
+            steps.append({"step": i, "sigma": sigma_next, "model_calls": calls, "evaluations": evaluations,
+                          "evaluations_per_image": evaluations / b, "iterations": max(iterations),
+                          "converged": sum(met), "at_floor": sum(m and v >= tolerance for m, v in zip(met, final)),
+                          "floor": _worst(floor_out), "images": b, "intra": _worst(intra_out),
+                          "inter": _worst(inter_out) if two_paths else None, "trace": trace, "start": started,
+                          "first_check": sum(m and n == 1 for m, n in zip(met, iterations)), "runaway": runaway})
     return (x, {"steps": steps}) if return_info else x

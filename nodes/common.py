@@ -252,10 +252,23 @@ def check_finite_output(node, step, x, culprits="'latent', 'cfg' and 'sigmas'"):
     return x
 
 
+def all_finite(*tensors):
+    """Whether the tensors given (anything else is skipped) hold only finite values, from their sum, read by the host
+    once for all (a NaN or inf anywhere makes it NaN or inf; a sum that overflows only sends the caller to its exact
+    check)."""
+    sums = [t.sum() for t in tensors if torch.is_tensor(t)]
+    return not sums or math.isfinite(float(sum(sums)))
+
+
 def checked_callback(node, callback, total, culprits="'latent', 'cfg' and 'sigmas'"):
-    """A core callback that first checks the step's state and prediction (``check_finite_output``) and stops where a
-    fixed-point step ran away (``runaway``, core.invert_fixed_point)."""
+    """A core callback that first checks the step's state and prediction (``check_finite_output``; one read by the
+    host per step while they are finite) and stops where a fixed-point step ran away (``runaway``,
+    core.invert_fixed_point)."""
     def cb(d):
+        if all_finite(d.get("x"), d.get("denoised")) and not d.get("runaway"):
+            if callback is not None:
+                callback(d)
+            return
         where = f"the state at step {d['i'] + 1} of {total}"
         if d.get("sigma") is not None:
             where += f" (σ={float(d['sigma']):.4g})"

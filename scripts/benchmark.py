@@ -291,8 +291,8 @@ def machine():
 
 def timed_model(model):
     """A clone of a ModelPatcher whose diffusion-model calls are timed (synchronised on GPU) and counted in
-    evaluations (batch elements)."""
-    spent = {"model": 0.0, "calls": 0, "evaluations": 0}
+    evaluations (batch elements); ``spent["inside"]`` is True during a call."""
+    spent = {"model": 0.0, "calls": 0, "evaluations": 0, "inside": False}
 
     def sync():
         if torch.cuda.is_available():
@@ -301,7 +301,11 @@ def timed_model(model):
     def wrapper(apply_model, args):
         sync()
         start = time.perf_counter()
-        out = apply_model(args["input"], args["timestep"], **args["c"])
+        spent["inside"] = True
+        try:
+            out = apply_model(args["input"], args["timestep"], **args["c"])
+        finally:
+            spent["inside"] = False
         sync()
         spent["model"] += time.perf_counter() - start
         spent["calls"] += 1
@@ -310,6 +314,106 @@ def timed_model(model):
     patched = model.clone()
     patched.set_model_unet_function_wrapper(wrapper)
     return patched, spent
+
+
+METADATA_OPS = frozenset({  # aten ops that make views or read metadata: no kernel runs
+    "view", "_unsafe_view", "reshape", "_reshape_alias", "flatten", "expand", "select", "slice", "unsqueeze", "squeeze",
+    "permute", "transpose", "t", "alias", "detach", "diagonal", "as_strided", "unbind", "split", "chunk", "lift_fresh",
+    "view_as_real", "view_as_complex", "unfold", "narrow", "movedim", "sym_size", "sym_stride", "sym_numel", "dim",
+    "is_same_size", "_has_compatible_shallow_copy_type"})
+HOST_READS = frozenset({"cpu", "tolist", "item", "__bool__", "__float__", "__int__", "__index__", "numpy"})
+
+
+class DeviceWork:
+    """Counts what a run does outside the diffusion model's forward passes (``spent["inside"]`` of ``timed_model``):
+    ``ops``, the aten ops that compute (each one kernel launch or more where its tensors are on a GPU; views and
+    metadata excluded), and ``reads``, the host's reads of tensor values (``.cpu()``, ``.tolist()``, ``float()``,
+    ``bool()``, a boolean mask's ``nonzero`` …), each a synchronisation with a GPU that holds the tensor. Tensors on the
+    host are told apart as a GPU run would place them: what ``.cpu()`` returns, what a factory makes without a
+    ``device``, and what ops make from such tensors alone; their reads are not counted."""
+
+    def __init__(self, spent):
+        from torch.overrides import TorchFunctionMode
+        from torch.utils._python_dispatch import TorchDispatchMode
+        self.spent, self.ops, self.reads, work = spent, 0, 0, self
+
+        def on_host(t):
+            return getattr(t, "_on_host", False)
+
+        class Ops(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                inputs = [t for t in torch.utils._pytree.tree_leaves((args, kwargs)) if torch.is_tensor(t)]
+                host = all(on_host(t) for t in inputs) and (inputs or "device" not in (kwargs or {}))
+                if host and func.overloadpacket.__name__ not in ("_to_copy", "copy_"):
+                    for t in torch.utils._pytree.tree_leaves(out):
+                        if torch.is_tensor(t):
+                            t._on_host = True
+                elif not work.spent["inside"]:
+                    name = func.overloadpacket.__name__
+                    bool_index = name == "index" and any(torch.is_tensor(t) and t.dtype == torch.bool
+                                                         for t in (args[1] if len(args) > 1 else []) or [])
+                    work.reads += name in ("nonzero", "masked_select") or bool_index
+                    work.ops += name not in METADATA_OPS
+                return out
+
+        class Reads(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                name = getattr(func, "__name__", "")
+                if name in HOST_READS and args and torch.is_tensor(args[0]):
+                    work.reads += not on_host(args[0]) and not work.spent["inside"]
+                    if name == "cpu":
+                        out._on_host = True
+                return out
+        self.modes = (Reads(), Ops())
+
+    def __enter__(self):
+        for mode in self.modes:
+            mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        for mode in reversed(self.modes):
+            mode.__exit__(*exc)
+
+
+def device_work_rows(families=("sd15", "sd3", "flux"), steps=8):
+    """Ops and host reads per model call outside the model, per node at its defaults and for stock euler sampling
+    through the same guider (ComfyUI's own share), on the tiny ComfyUI models (batch 1, cfg 1). The counts do not depend
+    on the model's size: the same code runs around a full-size model's forward."""
+    comfyui_host.use_comfyui()
+    from inversion_suite.nodes import tiny
+    from inversion_suite.nodes.bdia import BDIAInvert
+    from inversion_suite.nodes.fixed_point import FixedPointInvert
+    from inversion_suite.nodes.oscillation import OscillationInvert
+    rows = []
+    for family in families:
+        patched, spent = timed_model(tiny.tiny_model(family))
+        latent = {"samples": tiny.image_latent(family)["samples"][:1]}
+        sigmas, guider = tiny.sigmas(patched, steps), tiny.guider(patched, family, 1.0)
+        runs = [("stock euler sampling, same guider", lambda: tiny.stock_sample(
+                    tiny.disable_noise(), guider, tiny.euler(), sigmas, latent)),
+                ("FixedPointInvert (defaults)", lambda: FixedPointInvert.execute(**node_args(
+                    FixedPointInvert, model=patched, latent=latent, sigmas=sigmas, guider=guider))),
+                ("BDIAInvert", lambda: BDIAInvert.execute(**node_args(
+                    BDIAInvert, model=patched, latent=latent, sigmas=sigmas, guider=guider)))]
+        if family == "flux":
+            runs.append(("OscillationInvert (defaults)", lambda: OscillationInvert.execute(**node_args(
+                OscillationInvert, model=patched, latent=latent, guider=guider))))
+        stock = None
+        for label, fn in runs:
+            with torch.inference_mode():
+                fn()  # warm-up: loading, caches
+                spent.update(calls=0)
+                with DeviceWork(spent) as work:
+                    fn()
+            ops, reads = work.ops / spent["calls"], work.reads / spent["calls"]
+            stock = stock or (ops, reads)
+            own = "—" if (ops, reads) == stock else f"{ops - stock[0]:.0f} / {reads - stock[1]:.1f}"
+            rows.append([family, label, spent["calls"], f"{ops:.0f}", f"{reads:.1f}", own])
+    return table(["model", "run", "model calls", "ops per call", "host reads per call",
+                  "the pack's own: ops / reads per call (run − stock)"], rows)
 
 
 def node_args(cls, **values):
@@ -764,6 +868,8 @@ def main():
         print("\n## What a prediction can follow: the change of ε between steps, tiny ComfyUI models\n\n"
               + prediction_floor())
         print("\n## Post-inversion optimisation memory, 64×64 latent\n\n" + memory)
+        print("\n## Device work per model call outside the model (tiny ComfyUI models, batch 1, 8 steps, cfg 1)\n\n"
+              + device_work_rows())
         timings += [("Tiny ComfyUI models: everything but the model ÷ model time", host_timing),
                     ("Post-inversion optimisation backward, 64×64 latent", backward)]
     print(f"\n# Timings\n\nMachine: {machine()}")
