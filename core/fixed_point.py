@@ -83,8 +83,8 @@ class Anderson:
         self.rows, self.last, self.shape, self.dtype = rows, [r, f], fz.shape, fz.dtype
         if not self.dr:
             return None
-        self.columns = torch.stack(self.dr + [r] + self.df + [f], -1)          # [n, d, p]
-        return self.columns.transpose(1, 2) @ self.columns
+        self.columns = torch.stack(self.dr + [r] + self.df + [f], 1)           # [n, p, d]
+        return self.columns @ self.columns.transpose(1, 2)
 
     def coefficients(self, gram, eps):
         """γ of one row from its Gram matrix (``gram``, the p² entries row by row, as floats) and the unit roundoff
@@ -114,10 +114,10 @@ class Anderson:
 
     def mix(self, gammas):
         """The next iterates ``f(z) − ΔF γ`` of the rows of the last ``gram`` (γ per row, None: f(z))."""
-        k = (self.columns.shape[-1] - 2) // 2
+        k = (self.columns.shape[1] - 2) // 2
         gamma = torch.tensor([[0.0] * k if c is None else c for c in gammas], dtype=self.columns.dtype)
         gamma = gamma.to(self.columns.device, non_blocking=True)
-        mixed = torch.baddbmm(self.columns[:, :, -1:], self.columns[:, :, k + 1:-1], gamma[:, :, None], alpha=-1)
+        mixed = torch.baddbmm(self.columns[:, -1:], gamma[:, None], self.columns[:, k + 1:-1], alpha=-1)
         return mixed.reshape(self.shape).to(self.dtype)
 
 

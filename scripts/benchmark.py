@@ -328,17 +328,18 @@ class DeviceWork:
     """Counts what a run does outside the diffusion model's forward passes (``spent["inside"]`` of ``timed_model``):
     ``ops``, the aten ops that compute (each one kernel launch or more where its tensors are on a GPU; views and
     metadata excluded), and ``reads``, the host's reads of tensor values (``.cpu()``, ``.tolist()``, ``float()``,
-    ``bool()``, a boolean mask's ``nonzero`` …), each a synchronisation with a GPU that holds the tensor. Tensors on the
-    host are told apart as a GPU run would place them: what ``.cpu()`` returns, what a factory makes without a
-    ``device``, and what ops make from such tensors alone; their reads are not counted."""
+    ``bool()``, a boolean mask's ``nonzero`` …), each a synchronisation with a GPU that holds the tensor. With ``gpu``
+    the tensors on the CPU are the host's; on a CPU run they are told apart as a GPU run would place them: what
+    ``.cpu()`` returns, what a factory makes without a ``device``, and what ops make from such tensors alone. Neither
+    ops on the host's tensors nor reads of them are counted."""
 
-    def __init__(self, spent):
+    def __init__(self, spent, gpu=False):
         from torch.overrides import TorchFunctionMode
         from torch.utils._python_dispatch import TorchDispatchMode
         self.spent, self.ops, self.reads, work = spent, 0, 0, self
 
         def on_host(t):
-            return getattr(t, "_on_host", False)
+            return t.device.type == "cpu" if gpu else getattr(t, "_on_host", False)
 
         class Ops(TorchDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -728,12 +729,16 @@ def gpu_benchmark(reduced=False, families=("sd15", "sdxl", "flux"), steps=8, bat
                     torch.cuda.synchronize()
                 total = time.perf_counter() - start
             except Exception as e:  # a random-weight model may overflow in bf16: report it and go on
-                rows.append([family, label, "—", "—", "—", "—", f"failed: {type(e).__name__}: {str(e)[:80]}"])
+                rows.append([family, label, "—", "—", "—", "—", f"failed: {type(e).__name__}: {str(e)[:80]}", "—"])
                 continue
             own = (total - spent["model"]) / max(spent["calls"], 1)
             call = spent["model"] / max(spent["calls"], 1)
-            rows.append([family, label, f"{spent['evaluations'] / batch:.0f}", f"{call * 1e3:.1f} ms",
-                         f"{own * 1e3:.2f} ms", f"{own / call:.2%}", peak()])
+            row = [family, label, f"{spent['evaluations'] / batch:.0f}", f"{call * 1e3:.1f} ms", f"{own * 1e3:.2f} ms",
+                   f"{own / call:.2%}", peak()]
+            spent.update(calls=0)
+            with torch.inference_mode(), DeviceWork(spent, gpu=cuda) as work:
+                fn()
+            rows.append(row + [f"{work.ops / spent['calls']:.0f} / {work.reads / spent['calls']:.1f}"])
         if flow:  # without checkpointing Flux cannot run backward (in-place block additions): one forward's peak
             grad_model = differentiable(patcher, False)
             g2 = comfy.samplers.CFGGuider(grad_model)
@@ -752,17 +757,18 @@ def gpu_benchmark(reduced=False, families=("sd15", "sdxl", "flux"), steps=8, bat
                 with torch.inference_mode():
                     g2.sample(torch.zeros_like(latent["samples"]), latent["samples"], Forward(),
                               torch.tensor([0.4, 0.0]))
-                rows.append([family, label, "1", "—", "—", "—", peak()])
+                rows.append([family, label, "1", "—", "—", "—", peak(), "—"])
             except Exception as e:  # as above
-                rows.append([family, label, "—", "—", "—", "—", f"failed: {type(e).__name__}: {str(e)[:80]}"])
+                rows.append([family, label, "—", "—", "—", "—", f"failed: {type(e).__name__}: {str(e)[:80]}", "—"])
         del patched, patcher, guider
         mm.unload_all_models()
         mm.soft_empty_cache()
     size = "reduced depth, 64² images" if reduced else "full size, bf16, 512² (SD1.5) / 1024² (SDXL, Flux)"
     note = ("own time = everything but the model's forward passes (the pack, ComfyUI's guider and, for "
-            "PostInversionOptimize, the backward pass through the model), per model call")
+            "PostInversionOptimize, the backward pass through the model), per model call; ops / host reads: the same "
+            "counted (DeviceWork) in a third run")
     return table(["model", "node", "evaluations per image", "model time per call", "own time per call",
-                  "own ÷ model", "peak GPU memory"], rows) + f"\n\n({note})", size
+                  "own ÷ model", "peak GPU memory", "own ops / host reads per call"], rows) + f"\n\n({note})", size
 
 
 def dynamic_vram_benchmark(reduced=False):

@@ -24,6 +24,8 @@ def test_gpu_mode_at_reduced_depth():
     assert by[("flux", "PostInversionOptimize, checkpointing on, 6×2 steps")][2] == "13"  # 6·2 steps + the final state
     for family in ("sd15", "sdxl", "flux"):  # ComfyUI's own time per call, to tell the pack's apart
         assert by[(family, "stock euler sampling, same guider (ComfyUI's own time)")][2] == "2"
+        ops, reads = (float(v) for v in by[(family, "FixedPointInvert (defaults)")][7].strip(" |").split(" / "))
+        assert 0 < ops <= 150 and 0 < reads <= 4  # counted in a third run (on a GPU: real synchronisations)
 
 
 def test_dynamic_vram_section_reads_the_file_once_at_most():
