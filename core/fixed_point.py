@@ -433,6 +433,7 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
         raise ValueError(f"criterion must be 'intra-path' or 'inter-path', got {criterion!r}")
     extra_args = {} if extra_args is None else extra_args
     two_paths = criterion == "inter-path" and max_iterations > 1
+    paths = 2 if two_paths else 1
     levels = torch.as_tensor(sigmas).tolist()  # the schedule read once
     steps = []
     b, numel = x.shape[0], x[0].numel()
@@ -483,7 +484,7 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
                 columns.append(finite)
             gram = mixer.gram(zr, fz, rows) if hand_on or k < max_iterations - 1 else None
             if gram is not None:                                                # each path's Gram matrix, per image
-                columns.append(gram.reshape(fz.shape[0] // n, n, -1).transpose(0, 1))
+                columns.append(gram.reshape(paths, n, -1).transpose(0, 1))
             keep, handed, intra_now, inter_now, gammas = [], [], [], [], []
             for j, (image, figures) in enumerate(zip(active, _to_host(columns))):
                 figures = iter(figures)
@@ -501,7 +502,7 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
                 inter_now.append(inter)
                 if gram is not None:
                     flat = list(figures)
-                    size = len(flat) // (fz.shape[0] // n)
+                    size = len(flat) // paths
                     mixing = [mixer.coefficients(flat[q:q + size], torch.finfo(fz.dtype).eps)
                               for q in range(0, len(flat), size)]
                     gammas.append([gamma for gamma, _, _ in mixing])
@@ -545,5 +546,5 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
                           "converged": sum(met), "at_floor": sum(m and v >= tolerance for m, v in zip(met, final)),
                           "floor": _worst(floor_out), "images": b, "intra": _worst(intra_out),
                           "inter": _worst(inter_out) if two_paths else None, "trace": trace, "start": started,
-                          "first_check": sum(m and n == 1 for m, n in zip(met, iterations)), "runaway": runaway})
+                          "first_check": sum(m and it == 1 for m, it in zip(met, iterations)), "runaway": runaway})
     return (x, {"steps": steps}) if return_info else x

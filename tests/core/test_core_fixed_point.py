@@ -361,3 +361,20 @@ def test_one_host_read_per_iteration(flow, options):
     assert shrunk >= 1  # the sub-batch path ran
     assert work.reads <= calls + 28 + 2
     assert work.ops <= (32 if not options else 22) * calls
+
+
+def test_a_start_that_is_not_finite_is_x():
+    """A candidate start that is not finite (here a solved ε that overflowed) is replaced by x on the device, and the
+    flag that says so is read with the first iteration's figures (the report then names the start "none")."""
+    from inversion_suite.core.fixed_point import WarmStart
+    warm = WarmStart("predicted")
+    x = torch.ones(2, 3, 4, dtype=torch.float64)
+    eps = torch.zeros_like(x)
+    eps[0, 1, 2] = float("inf")
+    warm.solved = [(0.5, x, eps, [True, True])]
+    z, chosen, finite = warm.start(x, 0.5, 0.7)
+    assert chosen == ["previous D", "previous D"] and finite.tolist() == [False, True]
+    assert torch.equal(z[0], x[0]) and torch.equal(z[1], x[1])  # image 1: x + 0.2·0
+    warm.solved = [(0.5, x, torch.full_like(x, 2.0), [True, False])]  # image 1 missed the tolerance there
+    z, chosen, finite = warm.start(x, 0.5, 0.7)
+    assert chosen == ["previous D", "none"] and torch.allclose(z[0], x[0] + 0.4) and torch.equal(z[1], x[1])
