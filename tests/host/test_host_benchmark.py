@@ -40,7 +40,8 @@ def test_dynamic_vram_section_reads_the_file_once_at_most():
     assert text.startswith("Dynamic VRAM off")
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| ")][1:]
     assert [r[:4] for r in rows] == [["1", "ModelPatcher", "off", "0"], ["2", "ModelPatcher", "off", "0"]]
-    assert all(r[5].endswith("(13 calls)") and r[6] == "yes" for r in rows)
+    assert all(r[5].endswith(" s") and r[6].endswith("(13 calls)") and r[7] == "yes" for r in rows)
+    assert all(float(r[5][:-2]) <= float(r[4][:-2]) for r in rows)  # before the first forward: within the wall time
 
 
 def test_warm_start_table_reads_the_node_report():
