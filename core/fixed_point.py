@@ -65,14 +65,14 @@ class Anderson:
     def __init__(self, m):
         self.m, self.rows, self.dr, self.df, self.last, self.columns = m, None, [], [], None, None
 
-    def gram(self, z, fz, rows):
-        """Record the iterate of ``rows`` (batch indices on the host, a subsequence of the previous call's; z, fz hold
-        those rows) and return the Gram matrices [n, p, p] of the columns [ΔR, r, ΔF, f(z)] (p = 2k + 2 for k past
+    def gram(self, residual, fz, rows):
+        """Record the iterate of ``rows`` (batch indices on the host, a subsequence of the previous call's; ``residual``
+        = f(z) − z and fz hold those rows) and return the Gram matrices [n, p, p] of the columns [ΔR, r, ΔF, f(z)] (p = 2k + 2 for k past
         differences) on the device; None while the rows have no history (their next iterate is f(z))."""
         if self.m == 0:
             return None
         dtype = precise_dtype(fz.device)
-        f, r = fz.flatten(1).to(dtype), (fz - z).flatten(1).to(dtype)
+        f, r = fz.flatten(1).to(dtype), residual.flatten(1).to(dtype)
         if self.last is not None:
             if rows.numel() != self.rows.numel():  # rows that stopped leave the history
                 keep = torch.searchsorted(self.rows, rows).to(fz.device, non_blocking=True)
@@ -474,15 +474,17 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
                 denoised = denoised if index is None else denoised.index_select(0, index)
                 calls, evaluations = calls + 1, evaluations + z.shape[0]
             x_rows = x_i if index is None else x_i.index_select(0, index)
-            fz = x_rows + (sigma_next - sigma) / sigma_next * (zr - denoised)
-            columns = [_gaps(fz[:n], zr[:n]), _norms(zr[:n]), _norms(fz[:n])]  # ‖f(z) − z‖, ‖z‖, ‖f(z)‖
+            step = zr - denoised
+            fz = x_rows + (sigma_next - sigma) / sigma_next * step
+            residual = fz - zr
+            columns = [_norms(residual[:n]), _norms(zr[:n]), _norms(fz[:n])]  # ‖f(z) − z‖, ‖z‖, ‖f(z)‖
             if two_paths:
                 columns.append(_gaps(fz[n:], fz[:n]))                           # ‖f(ẑ) − f(z)‖
             if precision:
-                columns.append(_gaps(denoised[:n], zr[:n]))                     # ‖D − z‖, for the rounding floor
+                columns.append(_norms(step[:n]))                                # ‖z − D‖, for the rounding floor
             if finite is not None and k == 0:
                 columns.append(finite)
-            gram = mixer.gram(zr, fz, rows) if hand_on or k < max_iterations - 1 else None
+            gram = mixer.gram(residual, fz, rows) if hand_on or k < max_iterations - 1 else None
             if gram is not None:                                                # each path's Gram matrix, per image
                 columns.append(gram.reshape(paths, n, -1).transpose(0, 1))
             keep, handed, intra_now, inter_now, gammas = [], [], [], [], []
@@ -511,14 +513,15 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
                         handed.append(j)                           # f(z) by at most the residual
                         norm_x[image] = norm_mixed
             trace.append((_worst(intra_now), _worst(inter_now) if two_paths else None))
-            rows_out = None if n == b else _on_device(active, x.device)
-            if rows_out is None:
+            go = k < max_iterations - 1 and any(keep)
+            ending = [j for j in range(n) if not (go and keep[j])]  # the images whose iteration ends here
+            if len(ending) == b:
                 out.copy_(fz[:n])
                 denoised_out.copy_(denoised[:n])
-            else:
-                out.index_copy_(0, rows_out, fz[:n])
-                denoised_out.index_copy_(0, rows_out, denoised[:n])
-            go = k < max_iterations - 1 and any(keep)
+            elif ending:
+                take, into = _on_device(ending, x.device), _on_device([active[j] for j in ending], x.device)
+                out.index_copy_(0, into, fz.index_select(0, take))
+                denoised_out.index_copy_(0, into, denoised.index_select(0, take))
             if gram is None:
                 mixed = fz
             elif go or handed:  # per row of the call: the first paths' γ, then the second paths'
