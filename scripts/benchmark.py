@@ -412,8 +412,8 @@ def device_work_rows(families=("sd15", "sd3", "flux"), steps=8):
                 with DeviceWork(spent) as work:
                     fn()
             ops, reads = work.ops / spent["calls"], work.reads / spent["calls"]
-            stock = stock or (ops, reads)
-            own = "—" if (ops, reads) == stock else f"{ops - stock[0]:.0f} / {reads - stock[1]:.1f}"
+            own = "—" if stock is None else f"{ops - stock[0]:.0f} / {reads - stock[1]:.1f}"
+            stock = stock or (ops, reads)  # the first run, stock sampling
             rows.append([family, label, spent["calls"], f"{ops:.0f}", f"{reads:.1f}", own])
     return table(["model", "run", "model calls", "ops per call", "host reads per call",
                   "the pack's own: ops / reads per call (run − stock)"], rows)

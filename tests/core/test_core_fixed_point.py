@@ -336,8 +336,8 @@ def test_one_host_read_per_iteration(flow, options):
     are counted outside the model (scripts/benchmark.py DeviceWork). Each iteration reads its per-image figures once,
     each step once more for the warm start's measurements, the run once for ‖x‖: measured calls + 29 reads over 28
     steps at batch 3 (before, a read per figure: 1011 and 1075 reads for 37 and 45 calls). Ops per model call:
-    measured 27.5 and 26.2 at the node defaults (200 and 182 before: every warm-start candidate formed op by op, the
-    Anderson least squares on the device), 17.2 and 18.9 for the paper's Picard iteration (95 and 106 before)."""
+    measured 26.8 and 25.7 at the node defaults (200 and 182 before: every warm-start candidate formed op by op, the
+    Anderson least squares on the device), 15.7 and 17.8 for the paper's Picard iteration (95 and 106 before)."""
     import benchmark
     model = make_mixture(flow=flow)
     sigmas = flow_sigmas(28) if flow else ve_sigmas(28)
