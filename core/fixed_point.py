@@ -406,7 +406,10 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
             images still iterating; ``start``: per image, the ``WarmStart`` candidate its iteration started from, and
             ``first_check``: the images that met ``tolerance`` at their first evaluation; ``runaway``: the images whose
             handed-on state is beyond ``PLAUSIBLE`` times the scale of a state at σ' (``_plausible_norm``), a state
-            no sampler regenerates from (also in the callback's dict, so that a caller can stop there).
+            no sampler regenerates from (also in the callback's dict, so that a caller can stop there). The
+            callback's dict also says whether the step's state is ``finite``, known from its norms without another read
+            (a state with NaN or inf has a norm that is not finite; its last model output then is not finite either,
+            the state being x_i + (σ' − σ)/σ'·(z − D)); False also where a norm overflowed.
         on_call: optional ``on_call(held, used)`` before every model call: ``held`` the rows of the call's batch as
             indices into the images (``b + i`` for image i's second path), ``used`` the rows whose result the iteration
             takes (with ``shrink`` the same; without it the images still iterating); both index tensors on the host.
@@ -542,7 +545,7 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
         x = out
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigmas[i + 1], "sigma_hat": sigmas[i + 1], "denoised": denoised_out,
-                      "runaway": runaway})
+                      "runaway": runaway, "finite": all(math.isfinite(norm) for norm in norm_x)})
         if return_info:
             steps.append({"step": i, "sigma": sigma_next, "model_calls": calls, "evaluations": evaluations,
                           "evaluations_per_image": evaluations / b, "iterations": max(iterations),

@@ -262,10 +262,10 @@ def all_finite(*tensors):
 
 def checked_callback(node, callback, total, culprits="'latent', 'cfg' and 'sigmas'"):
     """A core callback that first checks the step's state and prediction (``check_finite_output``; one read by the
-    host per step while they are finite) and stops where a fixed-point step ran away (``runaway``,
-    core.invert_fixed_point)."""
+    host per step while they are finite, none where the core already knows them ``finite``) and stops where a
+    fixed-point step ran away (``runaway``, core.invert_fixed_point)."""
     def cb(d):
-        if all_finite(d.get("x"), d.get("denoised")) and not d.get("runaway"):
+        if (d.get("finite") or all_finite(d.get("x"), d.get("denoised"))) and not d.get("runaway"):
             if callback is not None:
                 callback(d)
             return

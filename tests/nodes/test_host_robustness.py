@@ -400,6 +400,24 @@ def test_diverging_state_is_an_error_naming_node_and_step():
     assert len(calls) == 3
 
 
+def test_a_diverging_fixed_point_step_is_an_error_without_an_extra_read():
+    """Fixed-Point Invert knows a step's state is finite from the norms it already read (the callback's ``finite``):
+    a model that returns NaN from its third call (a NaN state is no runaway: its norm is not beyond the cap) still
+    stops the node at that step, after that call, with the error naming the step."""
+    calls = []
+
+    def blow_up(apply_model, args):
+        calls.append(1)
+        out = apply_model(args["input"], args["timestep"], **args["c"])
+        return out * NAN if len(calls) >= 3 else out
+    patched = tiny("sd3").clone()
+    patched.set_model_unet_function_wrapper(blow_up)
+    with pytest.raises(ValueError, match=r"FixedPointInvert: the state at step \d+ of \d+ \(σ=[0-9.]+\) is not finite "
+                                         r"\(NaN or inf\): the model diverged"):
+        call("FixedPointInvert", "sd3", {"model": patched})
+    assert len(calls) == 3
+
+
 def test_bdia_sampler_refuses_what_bdia_invert_refuses():
     """Ascending, all-zero and negative-ended schedules (ZeroDivisionError before) and x0 models get the same
     errors from the SAMPLER as from BDIA Invert."""
