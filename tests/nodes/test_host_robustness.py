@@ -384,16 +384,22 @@ def test_nan_cfg_is_refused_before_any_model_call(name):
     assert calls == []
 
 
-def test_diverging_state_is_an_error_naming_node_and_step():
-    """A model that returns inf from its third call: the node stops there with an error naming the step."""
+def diverging(value, after=3):
+    """The tiny SD3 whose output is multiplied by ``value`` (inf, NaN) from its ``after``-th call on; and its calls."""
     calls = []
 
     def blow_up(apply_model, args):
         calls.append(1)
         out = apply_model(args["input"], args["timestep"], **args["c"])
-        return out * INF if len(calls) >= 3 else out
+        return out * value if len(calls) >= after else out
     patched = tiny("sd3").clone()
     patched.set_model_unet_function_wrapper(blow_up)
+    return patched, calls
+
+
+def test_diverging_state_is_an_error_naming_node_and_step():
+    """A model that returns inf from its third call: the node stops there with an error naming the step."""
+    patched, calls = diverging(INF)
     with pytest.raises(ValueError, match=r"OscillationInvert: the state at step 3 of 5 \(σ=0\.4\) is not finite "
                                          r"\(NaN or inf\): the model diverged on these inputs; check the inputs"):
         call("OscillationInvert", "sd3", {"model": patched})
@@ -404,14 +410,7 @@ def test_a_diverging_fixed_point_step_is_an_error_without_an_extra_read():
     """Fixed-Point Invert knows a step's state is finite from the norms it already read (the callback's ``finite``):
     a model that returns NaN from its third call (a NaN state is no runaway: its norm is not beyond the cap) still
     stops the node at that step, after that call, with the error naming the step."""
-    calls = []
-
-    def blow_up(apply_model, args):
-        calls.append(1)
-        out = apply_model(args["input"], args["timestep"], **args["c"])
-        return out * NAN if len(calls) >= 3 else out
-    patched = tiny("sd3").clone()
-    patched.set_model_unet_function_wrapper(blow_up)
+    patched, calls = diverging(NAN)
     with pytest.raises(ValueError, match=r"FixedPointInvert: the state at step \d+ of \d+ \(σ=[0-9.]+\) is not finite "
                                          r"\(NaN or inf\): the model diverged"):
         call("FixedPointInvert", "sd3", {"model": patched})
