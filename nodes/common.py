@@ -265,20 +265,18 @@ def checked_callback(node, callback, total, culprits="'latent', 'cfg' and 'sigma
     host per step while they are finite, none where the core already knows them ``finite``) and stops where a
     fixed-point step ran away (``runaway``, core.invert_fixed_point)."""
     def cb(d):
-        if (d.get("finite") or all_finite(d.get("x"), d.get("denoised"))) and not d.get("runaway"):
-            if callback is not None:
-                callback(d)
-            return
-        where = f"the state at step {d['i'] + 1} of {total}"
-        if d.get("sigma") is not None:
-            where += f" (σ={float(d['sigma']):.4g})"
-        check_finite_output(node, where, d.get("x"), culprits)
-        check_finite_output(node, where.replace("the state", "the model's prediction"), d.get("denoised"), culprits)
-        if d.get("runaway"):
-            raise ValueError(f"{node}: {where} ran away on image(s) {d['runaway']}: beyond {PLAUSIBLE:g} times the "
-                             f"scale of a state at that σ, a state no sampler regenerates from. The model's fixed point is not a "
-                             f"state of natural scale (a model whose prediction barely depends on its input, such as "
-                             f"an untrained x̂₀ predictor); BDIA Invert inverts exactly without a fixed point")
+        if d.get("runaway") or not (d.get("finite") or all_finite(d.get("x"), d.get("denoised"))):
+            where = f"the state at step {d['i'] + 1} of {total}"
+            if d.get("sigma") is not None:
+                where += f" (σ={float(d['sigma']):.4g})"
+            check_finite_output(node, where, d.get("x"), culprits)
+            check_finite_output(node, where.replace("the state", "the model's prediction"), d.get("denoised"), culprits)
+            if d.get("runaway"):
+                raise ValueError(f"{node}: {where} ran away on image(s) {d['runaway']}: beyond {PLAUSIBLE:g} times the "
+                                 f"scale of a state at that σ, a state no sampler regenerates from. The model's fixed "
+                                 f"point is not a state of natural scale (a model whose prediction barely depends on its "
+                                 f"input, such as an untrained x̂₀ predictor); BDIA Invert inverts exactly without a "
+                                 f"fixed point")
         if callback is not None:
             callback(d)
     return cb
