@@ -32,7 +32,10 @@ What a step hands on decides the round trip: the plain step back from a state y 
 ``x_i − (f(y) − y)`` exactly, so the reconstruction error a step leaves is the residual at the state it
 hands on. That is f(z) for the z that met the criterion, or, after two or more Anderson iterations, Anderson's
 next iterate (its least-squares estimate of the fixed point over the window) where that moves f(z) by no more
-than the residual just measured.
+than the residual just measured. An image that runs out of iterations hands on f(z) of its last iterate where that
+iterate had the least residual the step measured (the iteration was still converging, and f(z) is closer where f
+contracts); otherwise the iterate with the least residual itself, whose error is then that measured residual: where f
+does not contract (the step crosses the boundary between two modes of the data) f(z) can be far worse.
 """
 import math
 
@@ -405,8 +408,9 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
             worst over the batch, and ``trace``: per iteration, the worst intra-path and inter-path values over the
             images still iterating; ``start``: per image, the ``WarmStart`` candidate its iteration started from, and
             ``first_check``: the images that met ``tolerance`` at their first evaluation; ``runaway``: the images whose
-            handed-on state is beyond ``PLAUSIBLE`` times the scale of a state at σ' (``_plausible_norm``), a state
-            no sampler regenerates from (also in the callback's dict, so that a caller can stop there). The
+            iteration ended beyond ``PLAUSIBLE`` times the scale of a state at σ' (``_plausible_norm``; its last f(z),
+            or Anderson's iterate where it hands that on), a state no sampler regenerates from (also in the callback's
+            dict, so that a caller can stop there, even where the image hands on an earlier, better iterate). The
             callback's dict also says whether the step's state is ``finite``, known from its norms without another read
             (a state with NaN or inf has a norm that is not finite; its last model output then is not finite either,
             the state being x_i + (σ' − σ)/σ'·(z − D)); False also where a norm overflowed.
@@ -429,8 +433,11 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
     Returns: the latent at ``sigmas[-1]`` (with ``return_info``, and the info). Each step hands on f(z) for the z that
     met ``tolerance``; with ``"intra-path"``,
     Anderson (``anderson_window`` > 0) and a warm start, an image that needed two or more evaluations hands on Anderson's
-    next iterate instead where that is within the measured residual of f(z) (module docstring). ``warm_start="none"``
-    is the solver as it was before warm starts, bit for bit.
+    next iterate instead where that is within the measured residual of f(z). An image that ran out of iterations
+    hands on f(z) of its last iterate where that was the iterate with the least intra-path residual, else that iterate
+    itself, and then reports its residual as the step's intra-path residual (module docstring). ``warm_start="none"``
+    is the solver as it was before warm starts, bit for bit wherever every image meets the tolerance or its last
+    iterate was its best.
     """
     if criterion not in ("intra-path", "inter-path"):
         raise ValueError(f"criterion must be 'intra-path' or 'inter-path', got {criterion!r}")
@@ -461,6 +468,7 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
         intra_out, inter_out, floor_out, norm_x = [0.0] * b, [0.0] * b, [0.0] * b, [0.0] * b
         iterations, floored, previous = [0] * b, [False] * b, [math.inf] * b
         active, index = list(range(b)), None  # the images still iterating; their rows of z on the device (None: all)
+        best, kept = [(math.inf, -1, 0)] * b, {}  # per image: the least intra-path residual, its iteration and row
         calls = evaluations = 0
         trace = []
         for k in range(max_iterations):
@@ -501,6 +509,8 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
                     started[image] = "none"
                 at_floor = inter < floor and inter > STALL * previous[image]  # below the floor, no longer falling
                 intra_out[image], inter_out[image], floor_out[image], iterations[image] = intra, inter, floor, k + 1
+                if intra < best[image][0]:
+                    best[image] = (intra, k, j)
                 previous[image], floored[image], norm_x[image] = inter, at_floor, norm_f
                 keep.append(inter >= tolerance and not at_floor)
                 intra_now.append(intra)
@@ -525,6 +535,14 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
                 take, into = _on_device(ending, x.device), _on_device([active[j] for j in ending], x.device)
                 out.index_copy_(0, into, fz.index_select(0, take))
                 denoised_out.index_copy_(0, into, denoised.index_select(0, take))
+            kept = {key: tensors for key, tensors in {**kept, k: (zr, denoised)}.items()
+                    if any(key == it for _, it, _ in best)}  # the iterations that hold an image's best iterate
+            for j in [j for j in ending if keep[j] and best[active[j]][1] not in (k, -1)]:
+                value, it, row = best[active[j]]  # out of iterations, its last iterate not its best: the best
+                take, into = _on_device([row], x.device), _on_device([active[j]], x.device)
+                out.index_copy_(0, into, kept[it][0].index_select(0, take))
+                denoised_out.index_copy_(0, into, kept[it][1].index_select(0, take))
+                intra_out[active[j]] = value  # (``norm_x`` stays the last f(z)'s: where the iteration ran)
             if gram is None:
                 mixed = fz
             elif go or handed:  # per row of the call: the first paths' γ, then the second paths'

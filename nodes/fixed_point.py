@@ -8,7 +8,7 @@ from .host import BATCH_ROWS, CoreSampler, io, open_model, seed_input
 from .plot import convergence_chart, report_ui
 
 CRITERIA = ("inter-path", "intra-path")  # the COMBO order of the schema since the first release
-WARM_STARTS = ("predicted", "previous D", "none")  # "none": the solver before warm starts, bit for bit
+WARM_STARTS = ("predicted", "previous D", "none")  # "none": the naive start, the solver before warm starts
 MAX_ITERATIONS, TOLERANCE = 10, 1e-4  # node defaults, chosen by evaluations per image (README)
 
 

@@ -53,6 +53,20 @@ def test_warm_start_table_reads_the_node_report():
     assert float(row[4]) > 1e-4 and float(row[5]) <= 1e-4  # first checks above the tolerance; the round trip within
 
 
+def test_draws_table_and_where_a_round_trip_above_the_tolerance_comes_from():
+    """The README's table over draws of the analytic mixture, and its explanation of the one 28-step flow draw whose
+    round trip exceeds 1e-4 (draw 4, 1.4e-4): the step that moves the regenerated image most met the tolerance (its
+    handed-on residual 1.1e-5) and the sampler multiplies that miss by ~12 on its way back to the image."""
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in
+            benchmark.core_warm_start_draws(draws=2).splitlines()[2:]]
+    assert [row[:2] for row in rows] == [[model, str(steps)] for model in ("ε (VE)", "flow")
+                                         for steps in benchmark.WARM_STEPS]
+    assert all(len(row) == 9 and int(row[4]) <= 2 and int(row[7]) <= 2 for row in rows)
+    step, residual, effect = benchmark.step_effect(True, 28, 4)
+    print(f"step {step}: residual {residual:.1e} → change of x0 {effect:.1e}")
+    assert residual < 1e-4 < effect and effect > 5 * residual
+
+
 def test_prediction_floor_splits_the_change_of_the_model_output():
     """The benchmark's explanation of the tiny models' two evaluations per step: on the tiny Flux at 28 steps ε changes
     by ~4 % between steps, mostly with σ at a held state (measured 3.5e-2 of 3.9e-2; the state's move 1.1e-2)."""
