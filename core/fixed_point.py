@@ -191,7 +191,8 @@ def _rounding_floor(gap, norm, sigma, sigma_next, precision):
     ‖z − D‖ and ``norm`` = ‖z‖. The model's raw output (ε, v) is (z − D)/σ' and carries an error of about ``precision``
     times its size; f multiplies it by σ' − σ, so ‖δf‖/‖z‖ ≈ (σ' − σ)/σ' · precision · ‖z − D‖/‖z‖. Where the residual
     stopped falling in bfloat16 it lay at 0.24–1.13 times that estimate on the tiny ComfyUI SD1.5, SDXL and Flux, 0.57
-    on full-size SDXL and 3.0–3.7 on full-size Flux-dev (57 blocks), random weights."""
+    on full-size SDXL and 3.1–3.7 on full-size Flux-dev (57 blocks; from its third step, where it had stopped
+    falling), random weights."""
     return FLOOR * abs(sigma_next - sigma) / sigma_next * precision * _relative(gap, norm)
 
 
@@ -407,7 +408,9 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
             highest floor), the final intra-path residual and (``"inter-path"``) the inter-path loss, each the
             worst over the batch, and ``trace``: per iteration, the worst intra-path and inter-path values over the
             images still iterating; ``start``: per image, the ``WarmStart`` candidate its iteration started from, and
-            ``first_check``: the images that met ``tolerance`` at their first evaluation; ``runaway``: the images whose
+            ``first_check``: the images that met ``tolerance`` at their first evaluation; ``earlier``: the images that
+            ran out of iterations and handed on an earlier iterate, the one with the least intra-path residual (module
+            docstring); ``runaway``: the images whose
             iteration ended beyond ``PLAUSIBLE`` times the scale of a state at σ' (``_plausible_norm``; its last f(z),
             or Anderson's iterate where it hands that on), a state no sampler regenerates from (also in the callback's
             dict, so that a caller can stop there, even where the image hands on an earlier, better iterate). The
@@ -468,7 +471,8 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
         intra_out, inter_out, floor_out, norm_x = [0.0] * b, [0.0] * b, [0.0] * b, [0.0] * b
         iterations, floored, previous = [0] * b, [False] * b, [math.inf] * b
         active, index = list(range(b)), None  # the images still iterating; their rows of z on the device (None: all)
-        best, kept = [(math.inf, -1, 0)] * b, {}  # per image: the least intra-path residual, its iteration and row
+        best, kept, earlier = [(math.inf, -1, 0)] * b, {}, []  # per image: the least intra-path residual, its
+        # iteration and row; the images that hand on that iterate
         calls = evaluations = 0
         trace = []
         for k in range(max_iterations):
@@ -543,6 +547,7 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
                 out.index_copy_(0, into, kept[it][0].index_select(0, take))
                 denoised_out.index_copy_(0, into, kept[it][1].index_select(0, take))
                 intra_out[active[j]] = value  # (``norm_x`` stays the last f(z)'s: where the iteration ran)
+                earlier.append(active[j])
             if gram is None:
                 mixed = fz
             elif go or handed:  # per row of the call: the first paths' γ, then the second paths'
@@ -570,5 +575,6 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
                           "converged": sum(met), "at_floor": sum(m and v >= tolerance for m, v in zip(met, final)),
                           "floor": _worst(floor_out), "images": b, "intra": _worst(intra_out),
                           "inter": _worst(inter_out) if two_paths else None, "trace": trace, "start": started,
-                          "first_check": sum(m and it == 1 for m, it in zip(met, iterations)), "runaway": runaway})
+                          "first_check": sum(m and it == 1 for m, it in zip(met, iterations)), "runaway": runaway,
+                          "earlier": earlier})
     return (x, {"steps": steps}) if return_info else x

@@ -124,6 +124,27 @@ def test_defaults_on_28_steps(family, model):
     assert all(final < tolerance <= first or evaluations == 1.0 for evaluations, first, final in rows)
 
 
+def test_the_report_names_the_steps_that_ran_out_of_iterations(family, model):
+    """Two iterations cannot reach 1e-12: every image-step misses, and the report says so and where; on the tiny
+    models the iteration still contracts at its second evaluation, so every image hands on f(z) of its last iterate
+    (none an earlier one: the core test of that rule needs a map that does not contract)."""
+    _, _, report = defaults_run(model, family, 4, max_iterations=2, tolerance=1e-12)
+    assert "0/8 image-steps met the tolerance" in report
+    assert ("out of iterations: 8 image-steps missed the tolerance (step 0, 1, 2, 3); 0 of them handed on an earlier "
+            "iterate") in report
+
+
+def test_the_report_counts_the_images_that_handed_on_an_earlier_iterate():
+    """The count comes from the solver's per-step ``earlier`` (the images that handed on their best iterate)."""
+    from inversion_suite.nodes.fixed_point import fixed_point_report
+    steps = [dict(step=i, sigma=0.1 * (i + 1), images=2, converged=c, earlier=e, evaluations_per_image=2.0,
+                  iterations=2, intra=1e-3, trace=[(1e-2, None)]) for i, (c, e) in enumerate([(2, []), (0, [0, 1]),
+                                                                                                (1, [1])])]
+    text = fixed_point_report("FixedPointInvert", steps, 6, "flow")
+    assert "3/6 image-steps met the tolerance" in text
+    assert "out of iterations: 3 image-steps missed the tolerance (step 1, 2); 3 of them handed on an earlier" in text
+
+
 def test_inter_path_costs_two_evaluations_per_iteration(family, model):
     """The paper's rule: both paths in one call, plain Picard, every iteration costs two evaluations per image."""
     latent = hostlib.image_latent(family, batch=2)
