@@ -33,9 +33,10 @@ What a step hands on decides the round trip: the plain step back from a state y 
 hands on. That is f(z) for the z that met the criterion, or, after two or more Anderson iterations, Anderson's
 next iterate (its least-squares estimate of the fixed point over the window) where that moves f(z) by no more
 than the residual just measured. An image that runs out of iterations hands on f(z) of its last iterate where that
-iterate had the least residual the step measured (the iteration was still converging, and f(z) is closer where f
-contracts); otherwise the iterate with the least residual itself, whose error is then that measured residual: where f
-does not contract (the step crosses the boundary between two modes of the data) f(z) can be far worse.
+iterate missed least, of the plausible iterates the step evaluated (the miss ‖f(z) − z‖ itself, not relative to ‖z‖,
+which grows on a diverging iteration): the iteration was still converging, and where f contracts f(z) misses less.
+Otherwise it hands on the iterate that missed least, whose error is then that measured miss: where f does not
+contract (the step crosses the boundary between two modes of the data) f of the last iterate can miss far more.
 """
 import math
 
@@ -405,8 +406,9 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
         return_info: also return ``{"steps": [...]}``, one dict per step with ``model_calls``, ``evaluations`` (batch
             elements evaluated), ``evaluations_per_image``, ``iterations`` (most over the images), ``converged``
             (images that met ``tolerance`` or stopped at the rounding floor; ``at_floor``: those of the latter, ``floor``: the
-            highest floor), the final intra-path residual and (``"inter-path"``) the inter-path loss, each the
-            worst over the batch, and ``trace``: per iteration, the worst intra-path and inter-path values over the
+            highest floor), the intra-path residual of the iterate each image hands on (that of its last, or of the
+            earlier one it hands on) and (``"inter-path"``) its last inter-path loss, each the worst over the batch,
+            and ``trace``: per iteration, the worst intra-path and inter-path values over the
             images still iterating; ``start``: per image, the ``WarmStart`` candidate its iteration started from, and
             ``first_check``: the images that met ``tolerance`` at their first evaluation; ``earlier``: the images that
             ran out of iterations and handed on an earlier iterate, the one with the least intra-path residual (module
@@ -437,8 +439,8 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
     met ``tolerance``; with ``"intra-path"``,
     Anderson (``anderson_window`` > 0) and a warm start, an image that needed two or more evaluations hands on Anderson's
     next iterate instead where that is within the measured residual of f(z). An image that ran out of iterations
-    hands on f(z) of its last iterate where that was the iterate with the least intra-path residual, else that iterate
-    itself, and then reports its residual as the step's intra-path residual (module docstring). ``warm_start="none"``
+    hands on f(z) of its last iterate where that iterate missed least (‖f(z) − z‖), else the iterate that missed least,
+    and then reports that iterate's intra-path residual (module docstring). ``warm_start="none"``
     is the solver as it was before warm starts, bit for bit wherever every image meets the tolerance or its last
     iterate was its best.
     """
@@ -471,8 +473,8 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
         intra_out, inter_out, floor_out, norm_x = [0.0] * b, [0.0] * b, [0.0] * b, [0.0] * b
         iterations, floored, previous = [0] * b, [False] * b, [math.inf] * b
         active, index = list(range(b)), None  # the images still iterating; their rows of z on the device (None: all)
-        best, kept, earlier = [(math.inf, -1, 0)] * b, {}, []  # per image: the least intra-path residual, its
-        # iteration and row; the images that hand on that iterate
+        best, kept, earlier = [(math.inf, -1, 0, math.inf)] * b, {}, []  # per image: its least miss ‖f(z) − z‖ at a
+        # plausible z, that iterate's iteration, row and intra-path residual; the images that hand on that iterate
         calls = evaluations = 0
         trace = []
         for k in range(max_iterations):
@@ -513,8 +515,8 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
                     started[image] = "none"
                 at_floor = inter < floor and inter > STALL * previous[image]  # below the floor, no longer falling
                 intra_out[image], inter_out[image], floor_out[image], iterations[image] = intra, inter, floor, k + 1
-                if intra < best[image][0]:
-                    best[image] = (intra, k, j)
+                if (gap if norm <= cap[image] else math.inf) < best[image][0]:  # the step back from z misses by gap
+                    best[image] = (gap, k, j, intra)
                 previous[image], floored[image], norm_x[image] = inter, at_floor, norm_f
                 keep.append(inter >= tolerance and not at_floor)
                 intra_now.append(intra)
@@ -539,15 +541,16 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
                 take, into = _on_device(ending, x.device), _on_device([active[j] for j in ending], x.device)
                 out.index_copy_(0, into, fz.index_select(0, take))
                 denoised_out.index_copy_(0, into, denoised.index_select(0, take))
-            kept = {key: tensors for key, tensors in {**kept, k: (zr, denoised)}.items()
-                    if any(key == it for _, it, _ in best)}  # the iterations that hold an image's best iterate
+            kept[k] = (zr, denoised)  # this iteration's states and model outputs, while an image's best is among them
             for j in [j for j in ending if keep[j] and best[active[j]][1] not in (k, -1)]:
-                value, it, row = best[active[j]]  # out of iterations, its last iterate not its best: the best
+                _, it, row, intra = best[active[j]]  # out of iterations, its last iterate not its best: the best
                 take, into = _on_device([row], x.device), _on_device([active[j]], x.device)
                 out.index_copy_(0, into, kept[it][0].index_select(0, take))
                 denoised_out.index_copy_(0, into, kept[it][1].index_select(0, take))
-                intra_out[active[j]] = value  # (``norm_x`` stays the last f(z)'s: where the iteration ran)
+                intra_out[active[j]] = intra  # (``norm_x`` stays the last f(z)'s: where the iteration ran)
                 earlier.append(active[j])
+            going = {best[active[j]][1] for j in range(n) if go and keep[j]}
+            kept = {key: tensors for key, tensors in kept.items() if key in going}
             if gram is None:
                 mixed = fz
             elif go or handed:  # per row of the call: the first paths' γ, then the second paths'

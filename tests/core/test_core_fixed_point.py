@@ -227,28 +227,42 @@ def test_cost_and_round_trip_over_eight_draws(flow):
             assert max(errors) <= 3e-2
 
 
-def test_an_image_out_of_iterations_hands_on_its_best_iterate():
+@pytest.mark.parametrize("criterion", ["intra-path", "inter-path"])
+@pytest.mark.parametrize("shrink", [True, False], ids=["shrink", "every-image"])
+def test_an_image_out_of_iterations_hands_on_the_iterate_that_missed_least(criterion, shrink):
     """Plain Picard on f(z) = x + c(z − D(z)) with a linear D(z) = λz multiplies the error by m = c(1 − λ) each
-    iteration. At m = −2 it diverges: the residuals relative to ‖z‖ are 2, 4, 8/3 over three iterations from z = x,
-    so the image hands on its first iterate x, whose step back misses x by exactly the reported 2 (f of its last
-    iterate, −5x, would have missed by 16). At m = 0.9 it converges too slowly for three iterations: the last iterate
-    is the best, and the image hands on f of it, x(1 + m + m² + m³), as a converging image does."""
-    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    sigmas = torch.tensor([1.0, 2.0], dtype=torch.float64)  # c = (σ' − σ)/σ' = 1/2
-    for lam, m in ((5.0, -2.0), (-0.8, 0.9)):
-        def linear(z, sigma, **_):
-            return lam * z
-        top, info = invert_fixed_point(linear, x, sigmas, max_iterations=3, tolerance=1e-4, anderson_window=0,
-                                       warm_start="none", return_info=True, disable=True)
-        step = info["steps"][0]
-        assert step["converged"] == 0 and step["iterations"] == 3
-        back = linear(top, None) + 0.5 * (top - linear(top, None))  # the plain step back, σ' → σ
-        if m < 0:
-            assert torch.equal(top, x) and step["intra"] == pytest.approx(2.0)
-            assert float(rel_rms(back, x)) == pytest.approx(2.0)  # its error is the residual it reports
-        else:
-            assert float(rel_rms(top, x * (1 + m + m ** 2 + m ** 3))) < 1e-14
-            assert float(rel_rms(back, x)) == pytest.approx(m ** 4)  # the last iterate's own miss is m³ ‖x‖
+    iteration; the step back from an iterate z misses x by exactly ‖f(z) − z‖. Four images, each its own m, three
+    iterations from z = x:
+    - m = −2 diverges in sign: misses 2, 4, 8 ‖x‖; the image hands on its first iterate x and reports its residual 2
+      (f of the last, −5x, would miss by 16);
+    - m = 1.3 diverges steadily: misses 1.3, 1.69, 2.2 ‖x‖ while the residual relative to ‖z‖ falls (1.3, 0.73,
+      0.55), so the miss, not the relative residual, picks x (f of the last would miss by 2.9);
+    - m = 10⁻³ meets the tolerance at its second evaluation and leaves the batch;
+    - m = 0.9 converges too slowly: its last iterate missed least, and it hands on f of that, x(1 + m + m² + m³), as a
+      converging image does (missing by m⁴ = 0.66, where the last iterate itself would miss by m³ = 0.73)."""
+    multipliers = [-2.0, 1.3, 1e-3, 0.9]
+    x = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    sigmas = torch.tensor([1.0, 2.0], dtype=torch.float64)  # c = (σ' − σ)/σ' = 1/2, so λ = 1 − 2m
+    held = []
+
+    def linear(z, sigma, **_):  # the rows of the call, as the solver names them (b + i: image i's second path)
+        lam = torch.tensor([1 - 2 * multipliers[int(r) % 4] for r in held[-1]], dtype=z.dtype)
+        return lam.view(-1, 1, 1, 1) * z
+    top, info = invert_fixed_point(linear, x, sigmas, max_iterations=3, tolerance=1e-4, anderson_window=0,
+                                   criterion=criterion, warm_start="none", shrink=shrink, return_info=True,
+                                   on_call=lambda rows, used: held.append(rows), disable=True,
+                                   generator=torch.Generator().manual_seed(0))
+    step = info["steps"][0]
+    assert step["converged"] == 1 and step["earlier"] == [0, 1]
+    assert torch.equal(top[:2], x[:2])
+    m = multipliers[3]
+    assert float(rel_rms(top[3:], x[3:] * (1 + m + m ** 2 + m ** 3))) < 1e-14
+    assert float(rel_rms(top[2:3], x[2:3] / (1 - multipliers[2]))) < 1e-5  # its fixed point x/(1 − m)
+    held.append(torch.arange(4))
+    back = linear(top, None) + 0.5 * (top - linear(top, None))  # the plain step back σ' → σ, every image
+    misses = rel_rms(back, x).tolist()  # it misses x by the miss of the state handed on
+    assert misses[:2] == pytest.approx([2.0, 1.3]) and misses[3] == pytest.approx(m ** 4)
+    assert step["intra"] == pytest.approx(2.0)  # the worst image's: the residual of x, the iterate handed on
 
 
 @pytest.mark.parametrize("flow", [False, True], ids=["eps", "flow"])
