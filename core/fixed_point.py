@@ -411,8 +411,7 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
             and ``trace``: per iteration, the worst intra-path and inter-path values over the
             images still iterating; ``start``: per image, the ``WarmStart`` candidate its iteration started from, and
             ``first_check``: the images that met ``tolerance`` at their first evaluation; ``earlier``: the images that
-            ran out of iterations and handed on an earlier iterate, the one with the least intra-path residual (module
-            docstring); ``runaway``: the images whose
+            ran out of iterations and handed on an earlier iterate, the one that missed least (module docstring); ``runaway``: the images whose
             iteration ended beyond ``PLAUSIBLE`` times the scale of a state at σ' (``_plausible_norm``; its last f(z),
             or Anderson's iterate where it hands that on), a state no sampler regenerates from (also in the callback's
             dict, so that a caller can stop there, even where the image hands on an earlier, better iterate). The
@@ -441,8 +440,7 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
     next iterate instead where that is within the measured residual of f(z). An image that ran out of iterations
     hands on f(z) of its last iterate where that iterate missed least (‖f(z) − z‖), else the iterate that missed least,
     and then reports that iterate's intra-path residual (module docstring). ``warm_start="none"``
-    is the solver as it was before warm starts, bit for bit wherever every image meets the tolerance or its last
-    iterate was its best.
+    is the solver as it was before warm starts, bit for bit wherever no image hands on an earlier iterate.
     """
     if criterion not in ("intra-path", "inter-path"):
         raise ValueError(f"criterion must be 'intra-path' or 'inter-path', got {criterion!r}")

@@ -97,8 +97,8 @@ def fixed_point_report(node, diagnostics, calls, family):
         missed = [str(d["step"]) for d in diagnostics if d["converged"] < d["images"]]
         earlier = sum(len(d.get("earlier", [])) for d in diagnostics)
         lines.append(f"out of iterations: {images - converged} image-steps missed the tolerance (step "
-                     f"{', '.join(missed)}); {earlier} of them handed on an earlier iterate, whose residual was less "
-                     f"than the last one's (the intra-path column is the residual of the state handed on)")
+                     f"{', '.join(missed)}); {earlier} of them handed on an earlier iterate, which missed less than "
+                     f"the last (for those the intra-path column is the residual of the iterate handed on)")
     starts = [name for d in diagnostics for name in d.get("start", [])]
     if starts:
         first = sum(d.get("first_check", 0) for d in diagnostics)
