@@ -16,7 +16,9 @@ def solver_inputs():
     return [
         io.Int.Input("max_iterations", default=MAX_ITERATIONS, min=1, max=100,
                      tooltip="Iterations per step at most (each evaluates the model once per image and path). "
-                             "1 = naive DDIM inversion. Cost: up to steps × this many evaluations per image (twice "
+                             "1 = one evaluation per step, the price of naive DDIM inversion: from the predicted start "
+                             "(warm_start) each step lands much closer (the report's residuals say how close); with "
+                             "warm_start none it is naive DDIM inversion. Cost: up to steps × this many evaluations per image (twice "
                              "with inter-path), e.g. 800 for 8 steps at 100: minutes on a full-size model when the "
                              "tolerance is out of reach."),
         tolerance_input(io, TOLERANCE),

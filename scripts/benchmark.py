@@ -32,7 +32,8 @@ from inversion_suite.core.toy import (GaussianMixtureDenoiser, TinyConvDenoiser,
                                      ve_sigmas)
 
 FP_METHODS = {  # name: invert_fixed_point options (warm start predicted, the default, unless named)
-    "naive DDIM inversion": dict(max_iterations=1),
+    "naive DDIM inversion": dict(max_iterations=1, warm_start="none"),
+    "one evaluation per step, predicted start": dict(max_iterations=1),
     "Picard, intra-path 1e-6": dict(max_iterations=50, tolerance=1e-6, anderson_window=0, criterion="intra-path"),
     "Anderson, intra-path 1e-4 (node defaults)": dict(max_iterations=10, tolerance=1e-4, anderson_window=3, criterion="intra-path"),
     "Anderson, intra-path 1e-4, naive start": dict(max_iterations=10, tolerance=1e-4, anderson_window=3, criterion="intra-path",
@@ -542,7 +543,8 @@ def host_rows():
                                             {"samples": inv}), evaluations
             if family == "sd15":
                 measure("stock FlipSigmas + euler", stock)
-            measure("FixedPointInvert, naive (1 iteration)", fixed(max_iterations=1))
+            measure("FixedPointInvert, naive (1 iteration)", fixed(max_iterations=1, warm_start="none"))
+            measure("FixedPointInvert, 1 iteration, predicted start", fixed(max_iterations=1))
             measure("FixedPointInvert, defaults (Anderson, intra-path 1e-4)", fixed())
             measure("FixedPointInvert, paper (Picard, inter-path 1e-4)", fixed(criterion="inter-path"))
             measure("BDIA γ=0.96", exact("bdia"))

@@ -36,7 +36,9 @@ def run_methods(flow, steps=20):
         results.append((name, evaluations, float(core.rel_rms(regenerate(state), x0).max())))
     euler = lambda top: core.sample_euler(mixture, top, sigmas, disable=True)  # noqa: E731
     record("naive DDIM inversion", lambda: core.invert_fixed_point(model, x0, sigmas.flip(0), max_iterations=1,
-                                                                   disable=True), euler)
+                                                                   warm_start="none", disable=True), euler)
+    record("one evaluation per step, predicted start", lambda: core.invert_fixed_point(
+        model, x0, sigmas.flip(0), max_iterations=1, flow=flow, disable=True), euler)
     record("FixedPointInvert (defaults: Anderson, intra-path 1e-4)", lambda: core.invert_fixed_point(
         model, x0, sigmas.flip(0), max_iterations=10, tolerance=1e-4, criterion="intra-path", anderson_window=3, flow=flow,
         disable=True), euler)
