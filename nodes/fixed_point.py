@@ -17,8 +17,9 @@ def solver_inputs():
         io.Int.Input("max_iterations", default=MAX_ITERATIONS, min=1, max=100,
                      tooltip="Iterations per step at most (each evaluates the model once per image and path). "
                              "1 = one evaluation per step, the price of naive DDIM inversion: from the predicted start "
-                             "(warm_start) each step lands much closer (the report's residuals say how close); with "
-                             "warm_start none it is naive DDIM inversion. Cost: up to steps × this many evaluations per image (twice "
+                             "(warm_start) each step lands much closer on 8 steps and more (the report's residuals say "
+                             "how close; on 4–5 steps it can regenerate worse); with warm_start none it is naive DDIM "
+                             "inversion. Cost: up to steps × this many evaluations per image (twice "
                              "with inter-path), e.g. 800 for 8 steps at 100: minutes on a full-size model when the "
                              "tolerance is out of reach."),
         tolerance_input(io, TOLERANCE),
@@ -40,7 +41,8 @@ def solver_inputs():
                                "predictions from the steps already solved (the previous D, polynomials through the "
                                "previous model outputs, the Gaussian fitted to the last two steps), chosen by how well "
                                "each predicted the previous step. previous D: the previous step's denoised prediction "
-                               "reused (FireFlow). none: the naive start, as before."),
+                               "reused (FireFlow). none: the naive start, as before. With max_iterations 1 every step "
+                               "serves the predictions (none is checked)."),
     ]
 
 
