@@ -419,10 +419,11 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
             and ``trace``: per iteration, the worst intra-path and inter-path values over the
             images still iterating; ``start``: per image, the ``WarmStart`` candidate its iteration started from, and
             ``first_check``: the images that met ``tolerance`` at their first evaluation; ``earlier``: the images that
-            ran out of iterations and handed on an earlier iterate, the one that missed least (module docstring); ``runaway``: the images whose
-            iteration ended beyond ``PLAUSIBLE`` times the scale of a state at σ' (``_plausible_norm``; its last f(z),
-            or Anderson's iterate where it hands that on), a state no sampler regenerates from (also in the callback's
-            dict, so that a caller can stop there, even where the image hands on an earlier, better iterate). The
+            ran out of iterations and handed on an earlier iterate, the one that missed least (module docstring);
+            ``runaway``: the images whose iteration ended beyond ``PLAUSIBLE`` times the scale of a state at σ'
+            (``_plausible_norm``; its last f(z), or Anderson's iterate where it hands that on), a state no sampler
+            regenerates from (also in the callback's dict, so that a caller can stop there, even where the image hands
+            on an earlier, better iterate). The
             callback's dict also says whether the step's state is ``finite``, known from its norms without another read
             (a state with NaN or inf has a norm that is not finite; its last model output then is not finite either,
             the state being x_i + (σ' − σ)/σ'·(z − D)); False also where a norm overflowed.

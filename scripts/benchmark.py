@@ -13,6 +13,7 @@ import argparse
 import math
 import pathlib
 import platform
+import statistics
 import sys
 import time
 
@@ -146,7 +147,7 @@ def core_warm_start_draws(draws=DRAWS):
             step, residual, effect = step_effect(flow, steps, worst)
             rows.append(["flow" if flow else "ε (VE)", steps, f"{sum(costs) / draws:.2f}",
                          f"{min(costs):.2f} – {max(costs):.2f}", sum(c <= (3.0 if steps < 28 else 2.0) for c in costs),
-                         f"{median(errors):.1e}", f"{errors[worst]:.1e} (draw {worst})",
+                         f"{statistics.median(errors):.1e}", f"{errors[worst]:.1e} (draw {worst})",
                          sum(e <= 1e-4 for e in errors),
                          f"step {step}: {residual:.1e} → {effect:.1e} (×{effect / residual:.2g})" if residual > 0
                          else "—"])
@@ -154,12 +155,6 @@ def core_warm_start_draws(draws=DRAWS):
                   "draws within 3.0 (8 steps) / 2.0", "round trip, median", "round trip, worst",
                   "draws within 1e-4", "worst draw: the step whose handed-on residual moves x0 most (residual → "
                   "change of x0)"], rows)
-
-
-def median(values):
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def step_effect(flow, steps, draw):
