@@ -116,6 +116,16 @@ class Anderson:
         cross = sum(c * g[k + 1 + i][p - 1] for i, c in enumerate(gamma))
         return gamma, math.sqrt(max(moved2, 0.0)), math.sqrt(max(norm_f2 - 2 * cross + moved2, 0.0))
 
+    def response(self, gram):
+        """From one row's Gram entries (as for ``coefficients``), how f responded to its input over the window's
+        pairs of iterates: (Σ⟨ΔF, Δz⟩, Σ‖Δz‖², Σ‖ΔF‖²), with Δz = ΔF − ΔR the change of the iterate."""
+        p = math.isqrt(len(gram))
+        k = (p - 2) // 2
+        g = [gram[i * p:(i + 1) * p] for i in range(p)]
+        pairs = [(g[k + 1 + t][k + 1 + t], g[k + 1 + t][t], g[t][t]) for t in range(k)]  # ‖ΔF‖², ⟨ΔF, ΔR⟩, ‖ΔR‖²
+        return (sum(ff - fr for ff, fr, _ in pairs), sum(ff - 2 * fr + rr for ff, fr, rr in pairs),
+                sum(ff for ff, _, _ in pairs))
+
     def mix(self, gammas):
         """The next iterates ``f(z) − ΔF γ`` of the rows of the last ``gram`` (γ per row, None: f(z))."""
         k = (self.columns.shape[1] - 2) // 2
@@ -246,10 +256,17 @@ class WarmStart:
 
           z_0 = (x − c (1 − α' A') m) / (1 − c (1 − A')),   c = (σ' − σ) / σ'.
 
+      After the first solved step, with no second to draw the line through, s² comes from that step's own
+      iterations instead: every pair of iterates at σ_k measured the denoiser's response ΔD = A_k Δz (exactly so
+      for the Gaussian: f − z changes by ΔF − Δz, f by ΔF = c (Δz − ΔD)), so the least-squares gain over Anderson's
+      window, A_k = 1 − Σ⟨ΔF, Δz⟩ / (c Σ‖Δz‖²), gives s² = A_k σ_k² / (α_k (1 − α_k A_k)). A Gaussian's response is
+      along its input, so this fit is made only where ΔF and Δz are mostly aligned (cos² ≥ ½ between the window's
+      stacked ΔF and Δz; on a random-weight network the cosine is 0.02–0.3) and 0 < α_k A_k < 1 (a positive s²).
+
     Modes: ``"predicted"`` starts each image from the candidate that predicted that image's previous step best (the
     distance of its start to the state the step converged to); before any has been measured, from ``previous D``,
     except that the Gaussian is tried at the first step it can be made (it becomes available at the low noise levels
-    where data are locally Gaussian and its fit is exact: on the analytic mixture it takes the third of 8 steps from
+    where data are locally Gaussian and its fit is exact: on the analytic mixture it takes the second step of 8 from
     three evaluations to one);
     ``"previous D"`` always from ``previous D``; ``"none"`` at z_0 = x (naive DDIM inversion's start). The first step has
     nothing solved before it and starts at x in every mode; a schedule that starts at σ = 0 gives the polynomials the
@@ -265,7 +282,7 @@ class WarmStart:
     """
 
     MODES = ("predicted", "previous D", "none")
-    CANDIDATES = (("previous D", 1), ("linear", 2), ("quadratic", 3), ("Gaussian", 2))  # name, solved steps it needs
+    CANDIDATES = (("previous D", 1), ("linear", 2), ("quadratic", 3), ("Gaussian", 1))  # name, solved steps it needs
 
     def __init__(self, mode, flow=False):
         if mode not in self.MODES:
@@ -276,7 +293,7 @@ class WarmStart:
         self.made = None   # their starts, [B, candidates, d], on the device
         self.usable = {}   # candidate name → per image, whether its proposal came from steps the image met tol at
         self.errors = {}   # candidate name → per-image distance of its last proposal to the solved state
-        self.fit = None    # per image, the data variance s² of the Gaussian through the last two solved steps
+        self.fit = None    # per image, the data variance s² of the Gaussian fitted to the steps solved (None: none)
 
     def _alpha(self, sigma):
         return 1.0 - sigma if self.flow else 1.0
@@ -321,7 +338,7 @@ class WarmStart:
         sigmas, count = [s for s, _, _, _ in self.solved], len(self.solved)
         weights = []  # per candidate, per image: weights on (x, ε of each solved step)
         for name, n in self.CANDIDATES:
-            if count < n or (n > 1 and self.mode != "predicted") or (name == "Gaussian" and self.fit is None):
+            if count < n or (name != "previous D" and self.mode != "predicted") or (name == "Gaussian" and self.fit is None):
                 continue
             met = [all(m[j] for _, _, _, m in self.solved[-n:]) for j in range(b)]  # only from steps that met tol
             if name == "Gaussian":
@@ -358,10 +375,24 @@ class WarmStart:
         finite = (z - z == 0).flatten(1).all(1)  # x − x is 0 where x is finite, else NaN
         return torch.where(finite.view((-1,) + (1,) * (x.dim() - 1)), z, x), chosen, finite
 
-    def solved_step(self, x, x_next, sigma, sigma_next, met):
+    def _secant(self, sigma, sigma_next, response):
+        """s² of the Gaussian whose denoiser responded at σ' as the step's iterations measured, ``response`` =
+        (Σ⟨ΔF, Δz⟩, Σ‖Δz‖², Σ‖ΔF‖²) from ``Anderson.response`` (class docstring); NaN where it fits no Gaussian."""
+        if response is None:
+            return math.nan
+        along, moved, mapped = response
+        if not (moved > 0 and along * along >= 0.5 * moved * mapped):  # ΔF mostly along Δz, as a Gaussian's is
+            return math.nan
+        gain = 1 - along / ((sigma_next - sigma) / sigma_next * moved)  # A = 1 − Σ⟨ΔF, Δz⟩ / (c Σ‖Δz‖²)
+        a = self._alpha(sigma_next)
+        return gain * sigma_next ** 2 / (a * (1 - a * gain)) if 0 < a * gain < 1 else math.nan
+
+    def solved_step(self, x, x_next, sigma, sigma_next, met, response=None):
         """Record the solved step σ → σ' (state x → x_next; ``met``: per image, whether it met the tolerance) and how
         far each candidate's start was from x_next; with the Gaussian candidate, fit it for the next step (its s² per
-        image from the inner products of dq = q' − q and dd = D' − D). One transfer from the device."""
+        image from the inner products of dq = q' − q and dd = D' − D, or, after the first step, from ``response``: per
+        image, how the step's iterations saw f respond, None where it made no pair of iterates). One transfer from the
+        device."""
         eps = (x_next - x) / (float(sigma_next) - float(sigma))
         self.solved = (self.solved + [(float(sigma_next), x_next, eps, list(met))])[-3:]
         columns = [] if self.made is None else [(self.made - x_next.flatten(1)[:, None]).norm(dim=2)]
@@ -376,7 +407,11 @@ class WarmStart:
         figures = _to_host(columns) if columns else []
         self.errors = {name: [row[k] if row[k] < math.inf and ok else math.inf
                               for row, ok in zip(figures, self.usable[name])] for k, name in enumerate(self.names)}
-        self.fit = [row[-3] / row[-4] if row[-4] > 0 else math.nan for row in figures] if fit else None
+        if fit:
+            self.fit = [row[-3] / row[-4] if row[-4] > 0 else math.nan for row in figures]
+        else:
+            fits = [self._secant(float(sigma), float(sigma_next), r) for r in response or []]
+            self.fit = fits if self.mode == "predicted" and any(f < math.inf for f in fits) else None
 
 
 @torch.no_grad()
@@ -478,6 +513,7 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
         intra_out, inter_out, floor_out, norm_x = [0.0] * b, [0.0] * b, [0.0] * b, [0.0] * b
         iterations, floored, previous = [0] * b, [False] * b, [math.inf] * b
         active, index = list(range(b)), None  # the images still iterating; their rows of z on the device (None: all)
+        response = [None] * b  # per image, how f responded over Anderson's window (``Anderson.response``)
         best, kept, earlier = [(math.inf, -1, 0, math.inf)] * b, {}, []  # per image: its least miss ‖f(z) − z‖ at a
         # plausible z, that iterate's iteration, row and intra-path residual; the images that hand on that iterate
         calls = evaluations = 0
@@ -532,6 +568,8 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
                     mixing = [mixer.coefficients(flat[q:q + size], torch.finfo(fz.dtype).eps)
                               for q in range(0, len(flat), size)]
                     gammas.append([gamma for gamma, _, _ in mixing])
+                    if not two_paths:
+                        response[image] = mixer.response(flat)
                     moved, norm_mixed = mixing[0][1:]
                     if hand_on and not keep[-1] and moved <= gap:  # done: hand on Anderson's iterate where it moves
                         handed.append(j)                           # f(z) by at most the residual
@@ -572,7 +610,8 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
         final = inter_out if two_paths else intra_out
         met = [value < tolerance or stopped for value, stopped in zip(final, floored)]
         runaway = [image for image in range(b) if norm_x[image] > cap[image]]
-        warm.solved_step(x, out, sigma, sigma_next, met if max_iterations > 1 else [i not in runaway for i in range(b)])
+        warm.solved_step(x, out, sigma, sigma_next, met if max_iterations > 1 else [i not in runaway for i in range(b)],
+                         response)
         x = out
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigmas[i + 1], "sigma_hat": sigmas[i + 1], "denoised": denoised_out,
