@@ -264,10 +264,11 @@ class WarmStart:
       stacked ΔF and Δz; on a random-weight network the cosine is 0.02–0.3) and 0 < α_k A_k < 1 (a positive s²).
 
     Modes: ``"predicted"`` starts each image from the candidate that predicted that image's previous step best (the
-    distance of its start to the state the step converged to); before any has been measured, from ``previous D``,
-    except that the Gaussian is tried at the first step it can be made (it becomes available at the low noise levels
-    where data are locally Gaussian and its fit is exact: on the analytic mixture it takes the second step of 8 from
-    three evaluations to one);
+    distance of its start to the state the step converged to); before any has been measured for that image, from
+    ``previous D``, except that the Gaussian is tried at the first step it can be made for that image (it becomes
+    available at the low noise levels where data are locally Gaussian and its fit is exact: on the analytic mixture it
+    takes the second step of 8 from three evaluations to one). Every choice is the image's own, so an image in a batch
+    gets the start it gets alone;
     ``"previous D"`` always from ``previous D``; ``"none"`` at z_0 = x (naive DDIM inversion's start). The first step has
     nothing solved before it and starts at x in every mode; a schedule that starts at σ = 0 gives the polynomials the
     clean image as a point, with ε(x_0, 0) = α'(0) x_0 (0 for ε/v models, −x_0 for rectified flow: the limit of
@@ -352,12 +353,12 @@ class WarmStart:
             self.names.append(name)
             self.usable[name] = met
         inf = math.inf
-        fresh = "Gaussian" in self.usable and not any(e < inf for e in self.errors.get("Gaussian", [inf]))
+        measured = self.errors.get("Gaussian", [inf] * b)
         chosen = []
         for j in range(b):
             choice, best = "previous D", inf                         # previous D until measured,
-            if fresh and self.usable["Gaussian"][j]:                 # but a fresh Gaussian is tried first
-                choice, best = "Gaussian", 0.0
+            if self.usable.get("Gaussian", [False] * b)[j] and not measured[j] < inf:
+                choice, best = "Gaussian", 0.0                       # but a Gaussian not yet measured is tried first
             for name, errors in self.errors.items():
                 if name in self.usable and self.usable[name][j] and errors[j] < best:
                     choice, best = name, errors[j]
@@ -428,7 +429,9 @@ def invert_fixed_point(model, x, sigmas, extra_args=None, callback=None, disable
 
     Args:
         model: denoiser ``model(x, sigma_batch, **extra_args) -> D``.
-        x: the clean latent at ``sigmas[0]``, shape [B, ...]; batched elements are solved independently.
+        x: the clean latent at ``sigmas[0]``, shape [B, ...]; batched elements are solved independently (each image's
+            result is the one it gets alone, for a model whose output for an image does not depend on the batch; with
+            ``"inter-path"`` up to its second path's perturbation, drawn for the whole batch).
         sigmas: ascending noise levels, e.g. a flipped sampling schedule ``[0, …, σ_max]``.
         max_iterations: iterations (model evaluations per image and path) per step at most (≥ 1); ``max_iterations=1`` is
             one evaluation per step: naive DDIM inversion with ``warm_start="none"``; from the predicted start
