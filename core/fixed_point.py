@@ -261,11 +261,11 @@ class WarmStart:
       for the Gaussian: f − z changes by ΔF − Δz, f by ΔF = c (Δz − ΔD)), so the least-squares gain over Anderson's
       window, A_k = 1 − Σ⟨ΔF, Δz⟩ / (c Σ‖Δz‖²), gives s² = A_k σ_k² / (α_k (1 − α_k A_k)). A Gaussian's response is
       along its input, so this fit is made only where ΔF and Δz are mostly aligned (cos² ≥ ½ between the window's
-      stacked ΔF and Δz; on a random-weight network the cosine is 0.02–0.3) and 0 < α_k A_k < 1 (a positive s²).
+      stacked ΔF and Δz; on the random-weight networks measured the cosine is 0.01–0.46) and 0 < α_k A_k < 1 (a positive s²).
 
     Modes: ``"predicted"`` starts each image from the candidate that predicted that image's previous step best (the
     distance of its start to the state the step converged to); before any has been measured for that image, from
-    ``previous D``, except that the Gaussian is tried at the first step it can be made for that image (it becomes
+    ``previous D``, except that the Gaussian is tried once at the first step it can be made for that image (it becomes
     available at the low noise levels where data are locally Gaussian and its fit is exact: on the analytic mixture it
     takes the second step of 8 from three evaluations to one). Every choice is the image's own, so an image in a batch
     gets the start it gets alone;
@@ -295,6 +295,7 @@ class WarmStart:
         self.usable = {}   # candidate name → per image, whether its proposal came from steps the image met tol at
         self.errors = {}   # candidate name → per-image distance of its last proposal to the solved state
         self.fit = None    # per image, the data variance s² of the Gaussian fitted to the steps solved (None: none)
+        self.tried = set()  # the images that have started from the Gaussian
 
     def _alpha(self, sigma):
         return 1.0 - sigma if self.flow else 1.0
@@ -341,7 +342,8 @@ class WarmStart:
         for name, n in self.CANDIDATES:
             if count < n or (name != "previous D" and self.mode != "predicted") or (name == "Gaussian" and self.fit is None):
                 continue
-            met = [all(m[j] for _, _, _, m in self.solved[-n:]) for j in range(b)]  # only from steps that met tol
+            drawn = self.solved[-min(count, 2) if name == "Gaussian" else -n:]  # (the Gaussian: its line's two steps)
+            met = [all(m[j] for _, _, _, m in drawn) for j in range(b)]  # only from steps that met tol
             if name == "Gaussian":
                 per_image = self._gaussian(sigma, sigma_next)
                 met = [m and w is not None for m, w in zip(met, per_image)]
@@ -353,12 +355,12 @@ class WarmStart:
             self.names.append(name)
             self.usable[name] = met
         inf = math.inf
-        measured = self.errors.get("Gaussian", [inf] * b)
         chosen = []
         for j in range(b):
             choice, best = "previous D", inf                         # previous D until measured,
-            if self.usable.get("Gaussian", [False] * b)[j] and not measured[j] < inf:
-                choice, best = "Gaussian", 0.0                       # but a Gaussian not yet measured is tried first
+            if self.usable.get("Gaussian", [False] * b)[j] and j not in self.tried:
+                choice, best = "Gaussian", 0.0                       # but the Gaussian is tried once first
+                self.tried.add(j)
             for name, errors in self.errors.items():
                 if name in self.usable and self.usable[name][j] and errors[j] < best:
                     choice, best = name, errors[j]
