@@ -93,9 +93,8 @@ class Anderson:
     def coefficients(self, gram, eps):
         """γ of one row from its Gram matrix (``gram``, the p² entries row by row, as floats) and the unit roundoff
         ``eps`` of the state: (γ, ‖ΔF γ‖, ‖f(z) − ΔF γ‖), γ None for the plain step."""
-        p = math.isqrt(len(gram))
-        k = (p - 2) // 2
-        g = [gram[i * p:(i + 1) * p] for i in range(p)]
+        g, k = _square(gram)
+        p = 2 * k + 2
         norm_f2 = g[p - 1][p - 1]
         floor = 8 * eps * math.sqrt(norm_f2)                                      # rounding level of the row
         norms = [math.sqrt(g[i][i]) if g[i][i] >= 0 else math.nan for i in range(k)]
@@ -119,9 +118,7 @@ class Anderson:
     def response(self, gram):
         """From one row's Gram entries (as for ``coefficients``), how f responded to its input over the window's
         pairs of iterates: (Σ⟨ΔF, Δz⟩, Σ‖Δz‖², Σ‖ΔF‖²), with Δz = ΔF − ΔR the change of the iterate."""
-        p = math.isqrt(len(gram))
-        k = (p - 2) // 2
-        g = [gram[i * p:(i + 1) * p] for i in range(p)]
+        g, k = _square(gram)
         pairs = [(g[k + 1 + t][k + 1 + t], g[k + 1 + t][t], g[t][t]) for t in range(k)]  # ‖ΔF‖², ⟨ΔF, ΔR⟩, ‖ΔR‖²
         return (sum(ff - fr for ff, fr, _ in pairs), sum(ff - 2 * fr + rr for ff, fr, rr in pairs),
                 sum(ff for ff, _, _ in pairs))
@@ -133,6 +130,12 @@ class Anderson:
         gamma = gamma.to(self.columns.device, non_blocking=True)
         mixed = torch.baddbmm(self.columns[:, -1:], gamma[:, None], self.columns[:, k + 1:-1], alpha=-1)
         return mixed.reshape(self.shape).to(self.dtype)
+
+
+def _square(gram):
+    """A row's Gram entries (p² floats, row by row) as rows, and the number k of history pairs (p = 2k + 2)."""
+    p = math.isqrt(len(gram))
+    return [gram[i * p:(i + 1) * p] for i in range(p)], (p - 2) // 2
 
 
 def _solve_spd(a, b):
@@ -261,7 +264,8 @@ class WarmStart:
       for the Gaussian: f − z changes by ΔF − Δz, f by ΔF = c (Δz − ΔD)), so the least-squares gain over Anderson's
       window, A_k = 1 − Σ⟨ΔF, Δz⟩ / (c Σ‖Δz‖²), gives s² = A_k σ_k² / (α_k (1 − α_k A_k)). A Gaussian's response is
       along its input, so this fit is made only where ΔF and Δz are mostly aligned (cos² ≥ ½ between the window's
-      stacked ΔF and Δz; on the random-weight networks measured the cosine is 0.01–0.46) and 0 < α_k A_k < 1 (a positive s²).
+      stacked ΔF and Δz; on the random-weight networks measured the cosine is 0.01–0.46) and 0 < α_k A_k < 1 (a
+      positive s²).
 
     Modes: ``"predicted"`` starts each image from the candidate that predicted that image's previous step best (the
     distance of its start to the state the step converged to); before any has been measured for that image, from
@@ -340,7 +344,9 @@ class WarmStart:
         sigmas, count = [s for s, _, _, _ in self.solved], len(self.solved)
         weights = []  # per candidate, per image: weights on (x, ε of each solved step)
         for name, n in self.CANDIDATES:
-            if count < n or (name != "previous D" and self.mode != "predicted") or (name == "Gaussian" and self.fit is None):
+            if count < n or (name != "previous D" and self.mode != "predicted"):
+                continue
+            if name == "Gaussian" and self.fit is None:
                 continue
             drawn = self.solved[-min(count, 2) if name == "Gaussian" else -n:]  # (the Gaussian: its line's two steps)
             met = [all(m[j] for _, _, _, m in drawn) for j in range(b)]  # only from steps that met tol
