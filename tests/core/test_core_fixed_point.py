@@ -337,8 +337,9 @@ def test_the_first_steps_gaussian_is_fitted_only_to_a_gaussian_response():
 @pytest.mark.parametrize("flow", [False, True], ids=["eps", "flow"])
 def test_a_batched_image_is_inverted_as_it_is_alone(flow):
     """Every decision is per image (the start each image's iteration takes, when it stops, what it hands on): a batch
-    of three returns what each image returns alone (to the last bit on this machine). (Until the Gaussian's first try was decided per
-    image, one image's measurement of it withheld it from the others: 2.9e-7 (ε) and 1.5e-6 (flow) apart.)"""
+    of three returns what each image returns alone (to the last bit on this machine). (Until the Gaussian's first
+    try was decided per image, one image's measurement of it withheld it from the others: 2.9e-7 (ε) and 1.5e-6
+    (flow) apart.)"""
     for draw in range(4):
         model = make_mixture(flow=flow, seed=draw)
         sigmas = (flow_sigmas(20) if flow else ve_sigmas(20)).flip(0)
