@@ -39,7 +39,8 @@ def solver_inputs():
                        tooltip="Where each step's iteration starts; every model evaluation is also a check, so a step "
                                "that starts at its fixed point costs one. predicted: per image, the best of a few "
                                "predictions from the steps already solved (the previous D, polynomials through the "
-                               "previous model outputs, the Gaussian fitted to the last two steps), chosen by how well "
+                               "previous model outputs, the Gaussian fitted to the last two steps or, after the first, "
+                               "to how the model responded within it), chosen by how well "
                                "each predicted the previous step. previous D: the previous step's denoised prediction "
                                "reused (FireFlow). none: the naive start, as before. With max_iterations 1 every step "
                                "serves the predictions (none is checked)."),
